@@ -1,0 +1,116 @@
+"""Group commit: concurrent appends share transactions.
+
+Each append waits in a queue; one caller at a time (the leader) takes everything queued and writes it with one
+``store.append`` call, which stores in one transaction, then hands every caller its own outcome. Under load the
+queue fills while the leader writes, so the cost of a transaction (commit, fsync, position lock) is shared by
+many appends; with a single writer nothing waits. Every caller is answered only after its own request is
+committed, so "acknowledged means durable" holds.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+from meshlog._concurrency import AsyncCondition
+from meshlog._validation import AppendRequest
+from meshlog.errors import StoreError
+from meshlog.store_async import AppendOutcome, AsyncStore
+
+MAX_GROUP_EVENTS = 2000
+
+
+@dataclass(slots=True)
+class _Slot:
+    request: AppendRequest
+    outcome: AppendOutcome | None = None
+    done: bool = False
+    error: BaseException | None = field(default=None)
+
+
+class AsyncGroupCommitter:
+    """Writes queued append requests together (see the module's docstring)."""
+
+    def __init__(self, store: AsyncStore, *, max_group_events: int = MAX_GROUP_EVENTS) -> None:
+        self._store = store
+        self._max_group_events = max_group_events
+        self._cond = AsyncCondition()
+        self._pending: list[_Slot] = []
+        self._busy = False
+
+    async def submit(self, request: AppendRequest) -> AppendOutcome:
+        """Append one request (in a group with whatever else is queued) and return its outcome."""
+        slot = _Slot(request)
+        async with self._cond:
+            self._pending.append(slot)
+            while self._busy and not slot.done:
+                await self._cond.wait()
+            if not slot.done:
+                self._busy = True
+        if not slot.done:
+            await self._lead(slot)
+        if slot.error is not None:
+            raise slot.error
+        assert slot.outcome is not None
+        return slot.outcome
+
+    def _take(self) -> list[_Slot]:
+        taken = 0
+        count = 0
+        for slot in self._pending:
+            if count and taken + len(slot.request.events) > self._max_group_events:
+                break
+            taken += len(slot.request.events)
+            count += 1
+        group, self._pending = self._pending[:count], self._pending[count:]
+        return group
+
+    async def _lead(self, own: _Slot) -> None:
+        try:
+            while not own.done:
+                async with self._cond:
+                    group = self._take()
+                await self._write(group)
+                async with self._cond:
+                    self._cond.notify_all()
+        finally:
+            async with self._cond:
+                self._busy = False
+                self._cond.notify_all()
+
+    async def _write(self, group: Sequence[_Slot]) -> None:
+        try:
+            outcomes = await self._store.append([slot.request for slot in group])
+        except StoreError as exc:
+            if len(group) == 1:
+                self._finish(group[0], None, exc)
+                return
+            # Do not let one request's failure fail the others: write each on its own.
+            for slot in group:
+                try:
+                    (outcome,) = await self._store.append([slot.request])
+                except StoreError as single_exc:
+                    self._finish(slot, None, single_exc)
+                except BaseException as other:
+                    self._finish_all(group, other)
+                    raise
+                else:
+                    self._finish(slot, outcome, None)
+            return
+        except BaseException as exc:
+            self._finish_all(group, exc)
+            raise
+        for slot, outcome in zip(group, outcomes, strict=True):
+            self._finish(slot, outcome, None)
+
+    @staticmethod
+    def _finish(slot: _Slot, outcome: AppendOutcome | None, error: BaseException | None) -> None:
+        slot.outcome, slot.error, slot.done = outcome, error, True
+
+    @staticmethod
+    def _finish_all(group: Sequence[_Slot], exc: BaseException) -> None:
+        for slot in group:
+            if not slot.done:
+                slot.outcome = None
+                slot.error = StoreError(f"the append was interrupted: {exc!r}")
+                slot.done = True

@@ -1,0 +1,354 @@
+"""The event log: meshlog's API over any store (async; :mod:`meshlog.log` is its generated sync twin)."""
+
+from __future__ import annotations
+
+import os
+import time
+import uuid
+from collections.abc import AsyncIterator, Mapping, Sequence
+from dataclasses import replace
+from datetime import datetime
+from types import TracebackType
+from typing import Any, Final, TypeVar
+
+from meshlog._commit_async import AsyncGroupCommitter
+from meshlog._validation import DEFAULT_MAX_EVENT_BYTES, check_tenant, prepare_request
+from meshlog.errors import MeshlogError, NotFound, ValidationError
+from meshlog.events import ANY, ExpectedVersion, NewEvent, RecordedEvent, StreamInfo
+from meshlog.projections import Projection, Replay
+from meshlog.query import EventFilter, Order, Page, check_limit, check_order, make_page, resolve_page_request
+from meshlog.store_async import AsyncStore
+from meshlog.stores import open_async_store
+
+__all__ = ["AsyncEventLog", "connect_async", "resolve_url"]
+
+S = TypeVar("S")
+
+DEFAULT_URL: Final = "sqlite:///./meshlog.db"
+URL_VARIABLES: Final = ("MESHLOG_URL", "DATABASE_URL", "PG_PRIMARY_URL")
+PAGE_SIZE: Final = 1000
+
+
+def resolve_url(url: str | None = None) -> str:
+    """The store URL: ``url``, else ``$MESHLOG_URL``, ``$DATABASE_URL``, ``$PG_PRIMARY_URL``, else
+    ``sqlite:///./meshlog.db``."""
+    if url:
+        return url
+    for name in URL_VARIABLES:
+        value = os.environ.get(name)
+        if value:
+            return value
+    return DEFAULT_URL
+
+
+class AsyncEventLog:
+    """Append, query, read, replay and subscribe to events of one tenant in one store.
+
+    Create it with :func:`connect_async` (or ``meshlog.connect`` for the sync :class:`~meshlog.EventLog`).
+    Safe to share between tasks; concurrent appends are group-committed (see :mod:`meshlog._commit_async`).
+    """
+
+    def __init__(
+        self,
+        store: AsyncStore,
+        *,
+        tenant: str = "default",
+        max_event_bytes: int = DEFAULT_MAX_EVENT_BYTES,
+    ) -> None:
+        self.store = store
+        self.tenant = check_tenant(tenant)
+        if isinstance(max_event_bytes, bool) or not isinstance(max_event_bytes, int) or max_event_bytes < 1:
+            raise ValidationError("max_event_bytes must be a positive integer", field="max_event_bytes")
+        self.max_event_bytes = max_event_bytes
+        self._committer = AsyncGroupCommitter(store)
+
+    @property
+    def url(self) -> str:
+        """The store's URL, without password."""
+        return self.store.url
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} {self.url} tenant={self.tenant!r}>"
+
+    async def __aenter__(self) -> AsyncEventLog:
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.close()
+
+    async def close(self) -> None:
+        """Close the store's connections."""
+        await self.store.close()
+
+    async def migrate(self) -> None:
+        """Create or upgrade the store's schema (safe to run concurrently and repeatedly)."""
+        await self.store.migrate()
+
+    # -- writing ------------------------------------------------------------------------------------------------
+    async def emit(
+        self,
+        type: str,
+        data: Mapping[str, Any] | None = None,
+        *,
+        stream: str | None = None,
+        expected_version: ExpectedVersion = ANY,
+        trace_id: str | None = None,
+        task_id: str | None = None,
+        agent_id: str | None = None,
+        parent_id: str | None = None,
+        related: Sequence[str] = (),
+        metadata: Mapping[str, Any] | None = None,
+        idempotency_key: str | None = None,
+        version: int = 1,
+        occurred_at: datetime | None = None,
+        id: str | None = None,
+        external_parent: bool = False,
+    ) -> RecordedEvent:
+        """Append one event and return it as recorded; it is durable when this returns.
+
+        Raises ``ValidationError`` for bad input, ``WrongExpectedVersion`` when ``expected_version`` does not
+        hold, ``IdempotencyConflict`` when ``idempotency_key`` was used for different content. A retry with the
+        same ``idempotency_key`` returns the first recorded event and writes nothing.
+        """
+        event = NewEvent(
+            type=type,
+            data={} if data is None else data,
+            stream=stream,
+            metadata=metadata,
+            trace_id=trace_id,
+            task_id=task_id,
+            agent_id=agent_id,
+            parent_id=parent_id,
+            related=related,
+            idempotency_key=idempotency_key,
+            version=version,
+            occurred_at=occurred_at,
+            id=id,
+            external_parent=external_parent,
+        )
+        (recorded,) = await self._append([event], expected_version, single=True)
+        return recorded
+
+    async def emit_batch(
+        self, events: Sequence[NewEvent], *, expected_version: ExpectedVersion = ANY
+    ) -> list[RecordedEvent]:
+        """Append several events atomically (all or none), in the given order, possibly to several streams.
+
+        ``expected_version`` (when not ``ANY``) needs every event in one stream and is checked before the first.
+        """
+        return await self._append(events, expected_version, single=False)
+
+    async def _append(
+        self, events: Sequence[NewEvent], expected_version: object, *, single: bool
+    ) -> list[RecordedEvent]:
+        request = prepare_request(
+            self.tenant,
+            events,
+            expected_version=expected_version,
+            max_event_bytes=self.max_event_bytes,
+            single=single,
+        )
+        outcome = await self._committer.submit(request)
+        if isinstance(outcome, MeshlogError):
+            raise outcome
+        return outcome
+
+    # -- reading ------------------------------------------------------------------------------------------------
+    async def get(self, event_id: str) -> RecordedEvent:
+        """The event with this id. Raises ``NotFound``."""
+        try:
+            canonical = str(uuid.UUID(str(event_id)))
+        except ValueError:
+            raise NotFound(f"no event {event_id!r} (not a UUID)") from None
+        event = await self.store.get(self.tenant, canonical)
+        if event is None:
+            raise NotFound(f"no event {event_id}")
+        return event
+
+    async def query(
+        self,
+        *,
+        stream: str | None = None,
+        types: Sequence[str] | str | None = None,
+        trace_id: str | None = None,
+        task_id: str | None = None,
+        agent_id: str | None = None,
+        since: datetime | None = None,
+        until: datetime | None = None,
+        after_position: int | None = None,
+        before_position: int | None = None,
+        text: str | None = None,
+        order: Order = "asc",
+        limit: int = 100,
+        cursor: str | None = None,
+        total_count: bool = False,
+    ) -> Page:
+        """One page of matching events in position order (``"desc"`` for the latest first).
+
+        ``limit`` is 1..1000. When ``page.has_more``, pass ``cursor=page.next_cursor`` (alone, or with the
+        same filters) for the next page; keyset paging, so pages neither skip nor repeat events.
+        ``total_count=True`` also counts every match (a second, slower query).
+        """
+        flt = EventFilter(
+            stream=stream,
+            types=None if types is None else ((types,) if isinstance(types, str) else tuple(types)),
+            trace_id=trace_id,
+            task_id=task_id,
+            agent_id=agent_id,
+            since=since,
+            until=until,
+            after_position=after_position,
+            before_position=before_position,
+            text=text,
+        )
+        check_limit(limit)
+        order = check_order(order)
+        flt, run, order = resolve_page_request(flt, order, cursor)
+        rows = await self.store.query(self.tenant, run, order=order, limit=limit + 1)
+        total = await self.store.count(self.tenant, flt) if total_count else None
+        return make_page(rows, limit, flt, order, total)
+
+    async def read_stream(
+        self,
+        stream: str,
+        *,
+        from_version: int = 1,
+        to_version: int | None = None,
+        backwards: bool = False,
+    ) -> AsyncIterator[RecordedEvent]:
+        """The events of one stream in stream order (``backwards=True`` for newest first), read in pages."""
+        _check_version("from_version", from_version)
+        if to_version is not None:
+            _check_version("to_version", to_version)
+        low, high = from_version, to_version
+        while high is None or low <= high:
+            rows = await self.store.read_stream(
+                self.tenant, stream, from_version=low, to_version=high, backwards=backwards, limit=PAGE_SIZE
+            )
+            for event in rows:
+                yield event
+            if len(rows) < PAGE_SIZE:
+                return
+            if backwards:
+                high = rows[-1].stream_position - 1
+            else:
+                low = rows[-1].stream_position + 1
+
+    async def stream_version(self, stream: str) -> int:
+        """The stream's version (its last ``stream_position``); 0 when it has no events."""
+        return await self.store.stream_version(self.tenant, stream)
+
+    async def list_streams(
+        self, *, prefix: str | None = None, after: str | None = None, limit: int = 100
+    ) -> list[StreamInfo]:
+        """Streams by name (those after ``after``, optionally starting with ``prefix``), at most ``limit``."""
+        check_limit(limit)
+        return await self.store.list_streams(self.tenant, prefix=prefix, after=after, limit=limit)
+
+    async def head_position(self) -> int:
+        """The position of the last committed event (0 when the store is empty)."""
+        return await self.store.head_position()
+
+    async def replay(self, stream: str, projection: Projection[S], *, to_version: int | None = None) -> Replay[S]:
+        """Fold the stream (up to ``to_version``) through ``projection`` and return the state with figures."""
+        started = time.perf_counter()
+        state = projection.initial()
+        count = 0
+        last = 0
+        async for event in self.read_stream(stream, to_version=to_version):
+            state = projection.apply(state, event)
+            count += 1
+            last = event.stream_position
+        return Replay(state, count, last, (time.perf_counter() - started) * 1000.0)
+
+    async def subscribe(
+        self,
+        after_position: int | None = None,
+        *,
+        filter: EventFilter | None = None,
+        consumer: str | None = None,
+        batch_size: int = 500,
+        poll_interval: float = 1.0,
+    ) -> AsyncIterator[RecordedEvent]:
+        """Every event after ``after_position`` (default: from the start, or ``consumer``'s checkpoint),
+        then each new one as it is committed, forever, in position order, exactly once.
+
+        Correct under concurrent writers because stores commit in position order: everything up to the head
+        position read before a catch-up query is visible to that query. ``poll_interval`` bounds how long a
+        change made by another process can go unnoticed where the store has no push notification.
+        """
+        flt = filter or EventFilter()
+        position = after_position
+        if position is None and consumer is not None:
+            position = await self.checkpoint(consumer)
+        position = max(position or 0, flt.after_position or 0)
+        limit = check_limit(batch_size)
+        while True:
+            head = await self.store.head_position()
+            if flt.before_position is not None:
+                head = min(head, flt.before_position - 1)
+            if head > position:
+                low = position
+                while True:
+                    run = replace(flt, after_position=low, before_position=head + 1)
+                    rows = await self.store.query(self.tenant, run, order="asc", limit=limit)
+                    for event in rows:
+                        yield event
+                    if len(rows) < limit:
+                        break
+                    low = rows[-1].position
+                position = head
+            elif flt.before_position is not None and position >= flt.before_position - 1:
+                return
+            else:
+                await self.store.wait_for_events(position, poll_interval)
+
+    async def checkpoint(self, consumer: str) -> int | None:
+        """The position ``consumer`` saved with :meth:`save_checkpoint`, or None."""
+        return await self.store.get_checkpoint(self.tenant, _consumer(consumer))
+
+    async def save_checkpoint(self, consumer: str, position: int) -> None:
+        """Remember that ``consumer`` has processed every event up to ``position``."""
+        _check_version("position", position)
+        await self.store.set_checkpoint(self.tenant, _consumer(consumer), position)
+
+
+def _check_version(name: str, value: object) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise ValidationError(f"{name} must be an integer >= 0, got {value!r}", field=name, rule="min")
+
+
+def _consumer(name: object) -> str:
+    if not isinstance(name, str) or not name or len(name) > 200 or "\x00" in name:
+        raise ValidationError("consumer must be a non-empty string", field="consumer", rule="type")
+    return name
+
+
+async def connect_async(
+    url: str | None = None,
+    *,
+    tenant: str | None = None,
+    migrate: bool = True,
+    max_event_bytes: int = DEFAULT_MAX_EVENT_BYTES,
+) -> AsyncEventLog:
+    """Open the store at ``url`` (see :func:`resolve_url`) and return an event log for ``tenant``
+    (default ``$MESHLOG_TENANT`` or ``"default"``). With ``migrate`` the schema is created or upgraded first.
+
+    URLs: ``sqlite:///relative.db``, ``sqlite:////absolute.db``, ``postgresql://user@host/db`` (option
+    ``?schema=name``, default ``meshlog``), ``memory://``.
+    """
+    store = await open_async_store(resolve_url(url))
+    try:
+        log = AsyncEventLog(
+            store,
+            tenant=tenant or os.environ.get("MESHLOG_TENANT") or "default",
+            max_event_bytes=max_event_bytes,
+        )
+        if migrate:
+            await store.migrate()
+    except BaseException:
+        await store.close()
+        raise
+    return log

@@ -1,0 +1,120 @@
+"""The store port: the small interface every storage adapter implements.
+
+The event log (:mod:`meshlog.log_async`) validates input and hands stores only well-formed requests; a store's
+job is durability, ordering and the checks that need the stored state (versions, idempotency, lineage).
+Adapters live in :mod:`meshlog.stores`, one module each; :func:`meshlog.stores.open_store` maps a URL to one.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Protocol, TypeAlias
+
+from meshlog._validation import AppendRequest
+from meshlog.errors import MeshlogError
+from meshlog.events import RecordedEvent, StreamInfo
+from meshlog.query import EventFilter, Order
+
+__all__ = ["AppendOutcome", "AsyncStore"]
+
+AppendOutcome: TypeAlias = "list[RecordedEvent] | MeshlogError"
+
+
+class AsyncStore(Protocol):
+    """What meshlog needs of a storage backend."""
+
+    url: str
+    """The store's URL with any password removed."""
+
+    async def migrate(self) -> None:
+        """Create or upgrade the store's schema. Idempotent; safe when several processes run it at once."""
+        ...
+
+    async def append(self, requests: Sequence[AppendRequest]) -> list[AppendOutcome]:
+        """Append each request atomically and return one outcome per request, in order.
+
+        Contract:
+
+        - Each request is all-or-nothing. Its outcome is the list of recorded events, or the error that
+          stopped it (``WrongExpectedVersion``, ``IdempotencyConflict``, ``ValidationError`` for a missing
+          parent or a reused event id). One request failing does not fail the others.
+        - When the outcome is a list, its events are committed and durable as the store's durability setting
+          defines ("acknowledged means durable").
+        - Positions are assigned in commit order: once a reader has seen position ``p``, no event with a
+          position ``<= p`` can become visible later. This is what lets subscribers never skip an event.
+        - ``stream_position`` continues the stream's version without gaps; ``expected_version`` is checked
+          against the version before the request's events.
+        - Idempotency: when every event of a request carries an idempotency key already recorded for the
+          tenant with the same type, version, stream and data, the outcome is the originally recorded events
+          and nothing is written. A known key with different content, or a request in which only some keys
+          are known, gives ``IdempotencyConflict``.
+        - Lineage: ``root_id`` and ``depth`` derive from the parent (an earlier event of the same request, or
+          a stored event of the tenant); an unknown parent is a ``ValidationError`` unless the event says
+          ``external_parent``, in which case the parent is taken as the root and the event has depth 1.
+
+        Raises ``StoreError`` only when the store itself failed; then no request of this call is
+        acknowledged (callers may retry; idempotency keys make that safe).
+        """
+        ...
+
+    async def get(self, tenant: str, event_id: str) -> RecordedEvent | None:
+        """The event with this id in this tenant, or None."""
+        ...
+
+    async def query(self, tenant: str, flt: EventFilter, *, order: Order, limit: int) -> list[RecordedEvent]:
+        """Up to ``limit`` events of the tenant matching ``flt``, by position ascending or descending.
+
+        Positions are exclusive bounds (``after_position``, ``before_position``); a reader that asks for
+        ``after_position=p`` in ascending order gets every committed event after ``p`` (no skips).
+        """
+        ...
+
+    async def count(self, tenant: str, flt: EventFilter) -> int:
+        """How many events of the tenant match ``flt``."""
+        ...
+
+    async def read_stream(
+        self,
+        tenant: str,
+        stream: str,
+        *,
+        from_version: int,
+        to_version: int | None,
+        backwards: bool,
+        limit: int,
+    ) -> list[RecordedEvent]:
+        """Up to ``limit`` events of one stream with ``from_version <= stream_position <= to_version``.
+
+        Forwards this starts at ``from_version``; backwards it starts at ``to_version`` (or the stream's end)
+        and goes down to ``from_version``.
+        """
+        ...
+
+    async def stream_version(self, tenant: str, stream: str) -> int:
+        """The stream's current version: its last ``stream_position``, 0 when it has no events."""
+        ...
+
+    async def list_streams(self, tenant: str, *, prefix: str | None, after: str | None, limit: int) -> list[StreamInfo]:
+        """Streams of the tenant ordered by name, those after ``after``, optionally by name prefix."""
+        ...
+
+    async def head_position(self) -> int:
+        """The highest committed position in the store (any tenant), 0 when empty."""
+        ...
+
+    async def wait_for_events(self, after_position: int, timeout: float) -> None:
+        """Return when an event after ``after_position`` may have been committed, or after ``timeout``
+        seconds. A hint only: callers re-query, so a spurious return is harmless."""
+        ...
+
+    async def get_checkpoint(self, tenant: str, consumer: str) -> int | None:
+        """The position a consumer saved, or None."""
+        ...
+
+    async def set_checkpoint(self, tenant: str, consumer: str, position: int) -> None:
+        """Save a consumer's position (durably; last write wins)."""
+        ...
+
+    async def close(self) -> None:
+        """Release connections. The store is unusable afterwards."""
+        ...

@@ -1,0 +1,60 @@
+"""SQL text shared by the SQL stores, built without I/O (values always travel as parameters)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import datetime
+
+from meshlog.query import EventFilter, Order
+
+EVENT_COLUMNS = (
+    "position, id, tenant, stream, stream_position, type, version, data, metadata, trace_id, task_id, "
+    "agent_id, parent_id, root_id, depth, related, idempotency_key, occurred_at, recorded_at"
+)
+
+
+def where(
+    tenant: str,
+    flt: EventFilter,
+    *,
+    ph: str,
+    text_clause: str,
+    time_value: Callable[[datetime], object],
+) -> tuple[str, list[object]]:
+    """A WHERE clause (without the keyword) and its parameters for the tenant and filter.
+
+    ``ph`` is the driver's placeholder; ``text_clause`` tests one placeholder against ``data``'s strings.
+    """
+    parts = [f"tenant = {ph}"]
+    params: list[object] = [tenant]
+    for column in ("stream", "trace_id", "task_id", "agent_id"):
+        value = getattr(flt, column)
+        if value is not None:
+            parts.append(f"{column} = {ph}")
+            params.append(value)
+    if flt.types is not None:
+        if len(flt.types) == 1:
+            parts.append(f"type = {ph}")
+        else:
+            parts.append(f"type IN ({', '.join([ph] * len(flt.types))})")
+        params.extend(flt.types)
+    if flt.since is not None:
+        parts.append(f"recorded_at >= {ph}")
+        params.append(time_value(flt.since))
+    if flt.until is not None:
+        parts.append(f"recorded_at < {ph}")
+        params.append(time_value(flt.until))
+    if flt.after_position is not None:
+        parts.append(f"position > {ph}")
+        params.append(flt.after_position)
+    if flt.before_position is not None:
+        parts.append(f"position < {ph}")
+        params.append(flt.before_position)
+    if flt.text is not None:
+        parts.append(text_clause)
+        params.append(flt.text)
+    return " AND ".join(parts), params
+
+
+def order_by(order: Order) -> str:
+    return "position ASC" if order == "asc" else "position DESC"

@@ -1,0 +1,98 @@
+"""Run a sync store behind the async port: blocking calls go to a worker thread."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable, Sequence
+from typing import ParamSpec, TypeVar
+
+from meshlog._validation import AppendRequest
+from meshlog.events import RecordedEvent, StreamInfo
+from meshlog.query import EventFilter, Order
+from meshlog.store import Store
+from meshlog.store_async import AppendOutcome
+
+P = ParamSpec("P")
+T = TypeVar("T")
+
+
+class AsyncThreadedStore:
+    """The async face of a sync store (SQLite, memory).
+
+    With ``offload`` (SQLite) each call runs in the default executor so the event loop never blocks on disk;
+    without it (memory) calls run inline. Waiting for new events polls ``head_position`` with ``asyncio.sleep``
+    rather than parking a thread per subscriber.
+    """
+
+    def __init__(self, store: Store, *, offload: bool, poll_interval: float) -> None:
+        self.sync_store = store
+        self.url = store.url
+        self._offload = offload
+        self._poll = poll_interval
+
+    async def _call(self, fn: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
+        if self._offload:
+            return await asyncio.to_thread(fn, *args, **kwargs)
+        return fn(*args, **kwargs)
+
+    async def migrate(self) -> None:
+        await self._call(self.sync_store.migrate)
+
+    async def append(self, requests: Sequence[AppendRequest]) -> list[AppendOutcome]:
+        return await self._call(self.sync_store.append, requests)
+
+    async def get(self, tenant: str, event_id: str) -> RecordedEvent | None:
+        return await self._call(self.sync_store.get, tenant, event_id)
+
+    async def query(self, tenant: str, flt: EventFilter, *, order: Order, limit: int) -> list[RecordedEvent]:
+        return await self._call(self.sync_store.query, tenant, flt, order=order, limit=limit)
+
+    async def count(self, tenant: str, flt: EventFilter) -> int:
+        return await self._call(self.sync_store.count, tenant, flt)
+
+    async def read_stream(
+        self,
+        tenant: str,
+        stream: str,
+        *,
+        from_version: int,
+        to_version: int | None,
+        backwards: bool,
+        limit: int,
+    ) -> list[RecordedEvent]:
+        return await self._call(
+            self.sync_store.read_stream,
+            tenant,
+            stream,
+            from_version=from_version,
+            to_version=to_version,
+            backwards=backwards,
+            limit=limit,
+        )
+
+    async def stream_version(self, tenant: str, stream: str) -> int:
+        return await self._call(self.sync_store.stream_version, tenant, stream)
+
+    async def list_streams(self, tenant: str, *, prefix: str | None, after: str | None, limit: int) -> list[StreamInfo]:
+        return await self._call(self.sync_store.list_streams, tenant, prefix=prefix, after=after, limit=limit)
+
+    async def head_position(self) -> int:
+        return await self._call(self.sync_store.head_position)
+
+    async def wait_for_events(self, after_position: int, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        while await self.head_position() <= after_position:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return
+            await asyncio.sleep(min(remaining, self._poll))
+
+    async def get_checkpoint(self, tenant: str, consumer: str) -> int | None:
+        return await self._call(self.sync_store.get_checkpoint, tenant, consumer)
+
+    async def set_checkpoint(self, tenant: str, consumer: str, position: int) -> None:
+        await self._call(self.sync_store.set_checkpoint, tenant, consumer, position)
+
+    async def close(self) -> None:
+        await self._call(self.sync_store.close)

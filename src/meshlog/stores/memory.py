@@ -1,0 +1,195 @@
+"""``memory://``: an in-process store for tests and experiments, with the same semantics as the others.
+
+Nothing survives the process. Events are kept serialized, so what a reader gets is a fresh copy that the
+caller cannot change behind the store's back.
+"""
+
+from __future__ import annotations
+
+import bisect
+import json
+import threading
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime
+
+from meshlog._validation import AppendRequest
+from meshlog.events import RecordedEvent, StreamInfo
+from meshlog.query import EventFilter, Order
+from meshlog.store import AppendOutcome
+from meshlog.stores._planning import Duplicate, Planned, plan_append, recorded
+
+__all__ = ["MemoryStore"]
+
+
+@dataclass(slots=True)
+class _Row:
+    event: RecordedEvent
+    data_json: str
+    metadata_json: str
+
+    def load(self) -> RecordedEvent:
+        return replace(self.event, data=json.loads(self.data_json), metadata=json.loads(self.metadata_json))
+
+
+@dataclass(slots=True)
+class _Stream:
+    rows: list[_Row]
+    created_at: datetime
+    updated_at: datetime
+
+
+class MemoryStore:
+    """A store held in this process's memory. Thread-safe."""
+
+    def __init__(self, url: str = "memory://") -> None:
+        self.url = url
+        self._lock = threading.RLock()  # re-entrant: plan_append reads through the public methods
+        self._appended = threading.Condition(self._lock)
+        self._rows: list[_Row] = []  # position == index + 1
+        self._by_id: dict[str, _Row] = {}
+        self._streams: dict[tuple[str, str], _Stream] = {}
+        self._keys: dict[tuple[str, str], _Row] = {}
+        self._checkpoints: dict[tuple[str, str], int] = {}
+
+    # -- StateReader (plan_append calls these with the lock held) ----------------------------------------
+    def stream_version(self, tenant: str, stream: str) -> int:
+        with self._lock:
+            s = self._streams.get((tenant, stream))
+            return len(s.rows) if s else 0
+
+    def events_by_keys(self, tenant: str, keys: Sequence[str]) -> dict[str, RecordedEvent]:
+        with self._lock:
+            rows = ((key, self._keys.get((tenant, key))) for key in keys)
+            return {key: row.load() for key, row in rows if row is not None}
+
+    def lineage_of(self, tenant: str, event_id: str) -> tuple[str, int] | None:
+        with self._lock:
+            row = self._by_id.get(event_id)
+            if row is None or row.event.tenant != tenant:
+                return None
+            return row.event.root_id, row.event.depth
+
+    def id_exists(self, event_id: str) -> bool:
+        with self._lock:
+            return event_id in self._by_id
+
+    # -- Store ---------------------------------------------------------------------------------------------
+    def migrate(self) -> None:
+        return None
+
+    def append(self, requests: Sequence[AppendRequest]) -> list[AppendOutcome]:
+        outcomes: list[AppendOutcome] = []
+        with self._lock:
+            for request in requests:
+                plan = plan_append(request, self)
+                if isinstance(plan, Duplicate):
+                    outcomes.append(plan.events)
+                    continue
+                if not isinstance(plan, Planned):
+                    outcomes.append(plan)
+                    continue
+                now = datetime.now(UTC)
+                events = []
+                for p in plan.events:
+                    event = recorded(request.tenant, p, len(self._rows) + 1, now)
+                    row = _Row(event, p.event.data_json, p.event.metadata_json)
+                    self._rows.append(row)
+                    self._by_id[event.id] = row
+                    stream = self._streams.setdefault((request.tenant, event.stream), _Stream([], now, now))
+                    stream.rows.append(row)
+                    stream.updated_at = now
+                    if event.idempotency_key is not None:
+                        self._keys[(request.tenant, event.idempotency_key)] = row
+                    events.append(row.load())
+                outcomes.append(events)
+            self._appended.notify_all()
+        return outcomes
+
+    def get(self, tenant: str, event_id: str) -> RecordedEvent | None:
+        with self._lock:
+            row = self._by_id.get(event_id)
+            return row.load() if row is not None and row.event.tenant == tenant else None
+
+    def _scan(self, tenant: str, flt: EventFilter, order: Order) -> list[_Row]:
+        rows = self._rows
+        if flt.stream is not None:
+            s = self._streams.get((tenant, flt.stream))
+            rows = s.rows if s else []
+        lo = (
+            0
+            if flt.after_position is None
+            else bisect.bisect_right(rows, flt.after_position, key=lambda r: r.event.position)
+        )
+        hi = (
+            len(rows)
+            if flt.before_position is None
+            else bisect.bisect_left(rows, flt.before_position, key=lambda r: r.event.position)
+        )
+        window = rows[lo:hi]
+        return window if order == "asc" else window[::-1]
+
+    def query(self, tenant: str, flt: EventFilter, *, order: Order, limit: int) -> list[RecordedEvent]:
+        out: list[RecordedEvent] = []
+        with self._lock:
+            for row in self._scan(tenant, flt, order):
+                if row.event.tenant == tenant and flt.matches(row.event):
+                    out.append(row.load())
+                    if len(out) >= limit:
+                        break
+        return out
+
+    def count(self, tenant: str, flt: EventFilter) -> int:
+        with self._lock:
+            return sum(1 for r in self._scan(tenant, flt, "asc") if r.event.tenant == tenant and flt.matches(r.event))
+
+    def read_stream(
+        self,
+        tenant: str,
+        stream: str,
+        *,
+        from_version: int,
+        to_version: int | None,
+        backwards: bool,
+        limit: int,
+    ) -> list[RecordedEvent]:
+        with self._lock:
+            s = self._streams.get((tenant, stream))
+            rows = s.rows if s else []
+            end = len(rows) if to_version is None else min(to_version, len(rows))
+            window = rows[max(from_version, 1) - 1 : end]
+            if backwards:
+                window = window[::-1]
+            return [r.load() for r in window[:limit]]
+
+    def list_streams(self, tenant: str, *, prefix: str | None, after: str | None, limit: int) -> list[StreamInfo]:
+        with self._lock:
+            names = sorted(
+                name
+                for (t, name) in self._streams
+                if t == tenant and (prefix is None or name.startswith(prefix)) and (after is None or name > after)
+            )[:limit]
+            out = []
+            for name in names:
+                s = self._streams[(tenant, name)]
+                out.append(StreamInfo(name, len(s.rows), s.rows[-1].event.position, s.created_at, s.updated_at))
+            return out
+
+    def head_position(self) -> int:
+        with self._lock:
+            return len(self._rows)
+
+    def wait_for_events(self, after_position: int, timeout: float) -> None:
+        with self._appended:
+            self._appended.wait_for(lambda: len(self._rows) > after_position, timeout)
+
+    def get_checkpoint(self, tenant: str, consumer: str) -> int | None:
+        with self._lock:
+            return self._checkpoints.get((tenant, consumer))
+
+    def set_checkpoint(self, tenant: str, consumer: str, position: int) -> None:
+        with self._lock:
+            self._checkpoints[(tenant, consumer)] = position
+
+    def close(self) -> None:
+        return None

@@ -1,0 +1,477 @@
+"""``postgresql://...``: the production store (psycopg 3 and its connection pool).
+
+How it keeps the invariants:
+
+- Every append is one round trip: ``SELECT <schema>.append(requests)`` in autocommit mode. The function takes a
+  transaction-scoped advisory lock, checks versions, idempotency keys and lineage, draws positions and inserts,
+  so positions are assigned and committed in the same order (no reader skips an event) and a group of
+  requests costs one commit. See ``sql/postgres/0001_initial.sql``.
+- ``events`` is partitioned by month on ``recorded_at``; the store creates partitions months ahead on
+  migration and again whenever the covered range runs short, and a default partition catches the rest, so an
+  insert never fails for want of a partition.
+- Triggers refuse UPDATE, DELETE and TRUNCATE of events.
+- Readers use plain autocommit queries; subscribers wait on LISTEN/NOTIFY as a wake-up hint and poll behind it.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+from collections.abc import Sequence
+from datetime import UTC, datetime, timedelta
+from importlib import resources
+from typing import Any, Final
+
+import psycopg
+from psycopg import AsyncConnection, sql
+from psycopg.rows import TupleRow
+from psycopg_pool import AsyncConnectionPool, PoolTimeout
+
+from meshlog._concurrency import AsyncCondition
+from meshlog._validation import AppendRequest
+from meshlog.errors import (
+    ConfigurationError,
+    IdempotencyConflict,
+    StoreError,
+    StoreUnavailable,
+    ValidationError,
+    WrongExpectedVersion,
+)
+from meshlog.events import RecordedEvent, StreamInfo, StreamState
+from meshlog.query import EventFilter, Order
+from meshlog.store_async import AppendOutcome
+from meshlog.stores._sql import order_by, where
+
+__all__ = ["AsyncPostgresStore"]
+
+_SCHEMA_RE: Final = re.compile(r"[a-z_][a-z0-9_]{0,62}")
+_EPOCH: Final = datetime(1970, 1, 1, tzinfo=UTC)
+_MIGRATE_LOCK: Final = 1835365224  # with the schema's hash: serializes concurrent migrations
+_PARTITION_MONTHS_AHEAD: Final = 3
+_PARTITION_MARGIN: Final = timedelta(days=20)
+_POLL_SECONDS: Final = 1.0
+_COLUMNS: Final = (
+    "position, id::text, tenant, stream, stream_position, type, version, data, metadata, trace_id, task_id, "
+    "agent_id, parent_id::text, root_id::text, depth, related::text[], idempotency_key, occurred_at, recorded_at"
+)
+_TEXT_CLAUSE: Final = (
+    "EXISTS (SELECT 1 FROM jsonb_path_query(data, 'strict $.**') AS v "
+    "WHERE jsonb_typeof(v) = 'string' AND strpos(lower(v #>> ARRAY[]::text[]), lower(%s)) > 0)"
+)
+_EXPECTED: Final = {StreamState.ANY: None, StreamState.NO_STREAM: -1, StreamState.STREAM_EXISTS: -2}
+
+
+def _event(row: TupleRow) -> RecordedEvent:
+    return RecordedEvent(
+        position=row[0],
+        id=row[1],
+        tenant=row[2],
+        stream=row[3],
+        stream_position=row[4],
+        type=row[5],
+        version=row[6],
+        data=row[7],
+        metadata=row[8],
+        trace_id=row[9],
+        task_id=row[10],
+        agent_id=row[11],
+        parent_id=row[12],
+        root_id=row[13],
+        depth=row[14],
+        related=tuple(row[15]) if row[15] else (),
+        idempotency_key=row[16],
+        occurred_at=row[17],
+        recorded_at=row[18],
+    )
+
+
+def _event_from_json(row: dict[str, Any]) -> RecordedEvent:
+    occurred = row.get("occurred_at")
+    return RecordedEvent(
+        position=int(row["position"]),
+        id=row["id"],
+        tenant=row["tenant"],
+        stream=row["stream"],
+        stream_position=int(row["stream_position"]),
+        type=row["type"],
+        version=int(row["version"]),
+        data=row["data"],
+        metadata=row["metadata"],
+        trace_id=row.get("trace_id"),
+        task_id=row.get("task_id"),
+        agent_id=row.get("agent_id"),
+        parent_id=row.get("parent_id"),
+        root_id=row["root_id"],
+        depth=int(row["depth"]),
+        related=tuple(row.get("related") or ()),
+        idempotency_key=row.get("idempotency_key"),
+        occurred_at=datetime.fromisoformat(occurred).astimezone(UTC) if occurred else None,
+        recorded_at=datetime.fromisoformat(row["recorded_at"]).astimezone(UTC),
+    )
+
+
+def _encode(requests: Sequence[AppendRequest]) -> str:
+    """The JSON argument of the append function (payloads are spliced in already serialized)."""
+    parts = []
+    for request in requests:
+        events = []
+        has_parent = any(e.parent_id is not None for e in request.events)
+        tops: dict[str, tuple[int, int]] = {}
+        for index, e in enumerate(request.events):
+            head: dict[str, Any] = {"id": e.id, "s": e.stream, "t": e.type, "v": e.version}
+            if e.id_given:
+                head["g"] = True
+            for key, value in (
+                ("tr", e.trace_id),
+                ("tk", e.task_id),
+                ("ag", e.agent_id),
+                ("k", e.idempotency_key),
+            ):
+                if value is not None:
+                    head[key] = value
+            if e.related:
+                head["r"] = list(e.related)
+            if e.occurred_at is not None:
+                head["o"] = e.occurred_at.isoformat()
+            if has_parent:
+                # Topmost ancestor inside this request and the distance to it; the function looks up only
+                # the parents of those tops.
+                top = tops.get(e.parent_id) if e.parent_id is not None else None
+                a, distance = (top[0], top[1] + 1) if top is not None else (index, 0)
+                tops[e.id] = (a, distance)
+                head["a"], head["ad"] = str(a), distance
+                if e.parent_id is not None:
+                    head["p"] = e.parent_id
+                if e.external_parent:
+                    head["xp"] = True
+            encoded = json.dumps(head, ensure_ascii=False, separators=(",", ":"))
+            events.append(f'{encoded[:-1]},"d":{e.data_json},"m":{e.metadata_json}}}')
+        req: dict[str, Any] = {"tn": request.tenant}
+        if request.stream is not None:
+            expected = request.expected_version
+            req["s"] = request.stream
+            req["x"] = _EXPECTED[expected] if isinstance(expected, StreamState) else expected
+        if any(e.idempotency_key is not None for e in request.events):
+            req["hk"] = True
+        if any(e.id_given for e in request.events):
+            req["hg"] = True
+        if has_parent:
+            req["hp"] = True
+        head_json = json.dumps(req, ensure_ascii=False, separators=(",", ":"))
+        parts.append(f'{head_json[:-1]},"e":[{",".join(events)}]}}')
+    return f"[{','.join(parts)}]"
+
+
+def _outcome(request: AppendRequest, raw: dict[str, Any]) -> AppendOutcome:
+    if "ok" in raw:
+        first = int(raw["p"])
+        recorded_at = _EPOCH + timedelta(microseconds=int(raw["at"]))
+        out = []
+        for i, e in enumerate(request.events):
+            out.append(
+                RecordedEvent(
+                    id=e.id,
+                    position=first + i,
+                    stream=e.stream,
+                    stream_position=int(raw["ok"][i]),
+                    type=e.type,
+                    version=e.version,
+                    data=json.loads(e.data_json),
+                    metadata=json.loads(e.metadata_json),
+                    trace_id=e.trace_id,
+                    task_id=e.task_id,
+                    agent_id=e.agent_id,
+                    parent_id=e.parent_id,
+                    root_id=raw["rt"][i],
+                    depth=int(raw["dp"][i]),
+                    related=e.related,
+                    idempotency_key=e.idempotency_key,
+                    tenant=request.tenant,
+                    occurred_at=e.occurred_at,
+                    recorded_at=recorded_at,
+                )
+            )
+        return out
+    if "dup" in raw:
+        return [_event_from_json(row) for row in raw["dup"]]
+    code = raw.get("err")
+    if code == "wrong_expected_version":
+        return WrongExpectedVersion(raw["stream"], request.expected_version, int(raw["actual"]))
+    if code == "idempotency_conflict":
+        return IdempotencyConflict(raw["key"], raw["id"], raw["reason"])
+    if code == "id_exists":
+        i = raw["index"]
+        return ValidationError(
+            f"events[{i}].id {raw['id']} is already recorded", field=f"events[{i}].id", rule="unique"
+        )
+    if code == "parent_not_found":
+        i = raw["index"]
+        return ValidationError(
+            f"events[{i}].parent_id {raw['parent']} is not a recorded event of this tenant "
+            "(set external_parent=True for a parent stored elsewhere)",
+            field=f"events[{i}].parent_id",
+            rule="parent_exists",
+        )
+    return StoreError(f"unexpected append outcome from PostgreSQL: {raw!r}")
+
+
+def _migrations() -> list[tuple[int, str]]:
+    folder = resources.files("meshlog.stores") / "sql" / "postgres"
+    found = []
+    for entry in folder.iterdir():
+        if entry.name.endswith(".sql"):
+            found.append((int(entry.name.split("_", 1)[0]), entry.read_text(encoding="utf-8")))
+    return sorted(found)
+
+
+def _translate(exc: Exception, doing: str) -> StoreError:
+    if isinstance(exc, (PoolTimeout, psycopg.OperationalError)):
+        return StoreUnavailable(f"PostgreSQL unavailable while {doing}: {exc}")
+    return StoreError(f"PostgreSQL failed while {doing}: {exc}")
+
+
+class AsyncPostgresStore:
+    """A store in a PostgreSQL schema (default ``meshlog``), through a connection pool."""
+
+    def __init__(
+        self,
+        conninfo: str,
+        *,
+        schema: str = "meshlog",
+        min_size: int = 1,
+        max_size: int = 10,
+        url: str = "",
+        connect_timeout: float = 10.0,
+    ) -> None:
+        if not _SCHEMA_RE.fullmatch(schema):
+            raise ConfigurationError(f"schema must match {_SCHEMA_RE.pattern}, got {schema!r}")
+        self.url = url or "postgresql://"
+        self.schema = schema
+        self._conninfo = conninfo
+        self._connect_timeout = connect_timeout
+        self._pool = AsyncConnectionPool(
+            conninfo,
+            min_size=min_size,
+            max_size=max_size,
+            open=False,
+            kwargs={"autocommit": True},
+            configure=self._configure,
+            timeout=connect_timeout,
+            name=f"meshlog-{schema}",
+        )
+        ident = sql.Identifier(schema)
+        self._ident = ident
+        self._append_sql = sql.SQL("SELECT {}.append(%s::jsonb)").format(ident)
+        self._events = sql.SQL("{}.events").format(ident)
+        self._streams = sql.SQL("{}.streams").format(ident)
+        self._checkpoints = sql.SQL("{}.checkpoints").format(ident)
+        self._channel = sql.Identifier(f"{schema}.events")
+        self._partitions_until: datetime | None = None
+        self._listener: AsyncConnection[TupleRow] | None = None
+        self._listen_cond = AsyncCondition()
+        self._listening = False
+
+    @staticmethod
+    async def _configure(conn: AsyncConnection[TupleRow]) -> None:
+        await conn.execute("SET TIME ZONE 'UTC'")
+
+    async def open(self) -> None:
+        """Open the pool; raises StoreUnavailable when the server cannot be reached."""
+        try:
+            await self._pool.open(wait=True, timeout=self._connect_timeout)
+        except (PoolTimeout, psycopg.Error) as exc:
+            await self._pool.close()
+            raise StoreUnavailable(f"cannot connect to PostgreSQL at {self.url}: {exc}") from exc
+
+    async def close(self) -> None:
+        if self._listener is not None:
+            await self._listener.close()
+            self._listener = None
+        await self._pool.close()
+
+    # -- schema ------------------------------------------------------------------------------------------------
+    async def migrate(self) -> None:
+        ident = self._ident
+        literal = sql.Literal(self.schema)
+        try:
+            async with self._pool.connection() as conn, conn.transaction():
+                await conn.execute("SELECT pg_advisory_xact_lock(%s, hashtext(%s))", (_MIGRATE_LOCK, self.schema))
+                await conn.execute(sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(ident))
+                await conn.execute(
+                    sql.SQL(
+                        "CREATE TABLE IF NOT EXISTS {}.schema_migrations "
+                        "(version integer PRIMARY KEY, applied_at timestamptz NOT NULL DEFAULT now())"
+                    ).format(ident)
+                )
+                cur = await conn.execute(sql.SQL("SELECT version FROM {}.schema_migrations").format(ident))
+                applied = {row[0] for row in await cur.fetchall()}
+                for version, script in _migrations():
+                    if version in applied:
+                        continue
+                    text = script.replace("__SCHEMA_LIT__", literal.as_string(conn)).replace(
+                        "__SCHEMA__", ident.as_string(conn)
+                    )
+                    await conn.execute(text.encode())
+                    await conn.execute(
+                        sql.SQL("INSERT INTO {}.schema_migrations (version) VALUES (%s)").format(ident),
+                        (version,),
+                    )
+        except psycopg.Error as exc:
+            raise _translate(exc, "migrating") from exc
+        await self.ensure_partitions()
+
+    async def ensure_partitions(self, months_ahead: int = _PARTITION_MONTHS_AHEAD) -> datetime:
+        """Create monthly partitions from this month to ``months_ahead`` ahead; returns the covered end."""
+        try:
+            async with self._pool.connection() as conn:
+                cur = await conn.execute(
+                    sql.SQL("SELECT {}.ensure_partitions(%s)").format(self._ident), (months_ahead,)
+                )
+                row = await cur.fetchone()
+        except psycopg.Error as exc:
+            raise _translate(exc, "creating partitions") from exc
+        assert row is not None
+        until: datetime = row[0]
+        self._partitions_until = until
+        return until
+
+    # -- writing -----------------------------------------------------------------------------------------------
+    async def append(self, requests: Sequence[AppendRequest]) -> list[AppendOutcome]:
+        until = self._partitions_until
+        if until is None or datetime.now(UTC) + _PARTITION_MARGIN > until:
+            await self.ensure_partitions()
+        payload = _encode(requests)
+        try:
+            async with self._pool.connection() as conn:
+                cur = await conn.execute(self._append_sql, (payload,))
+                row = await cur.fetchone()
+        except psycopg.Error as exc:
+            raise _translate(exc, "appending") from exc
+        except PoolTimeout as exc:
+            raise _translate(exc, "appending") from exc
+        assert row is not None
+        raw = row[0]
+        return [_outcome(request, outcome) for request, outcome in zip(requests, raw, strict=True)]
+
+    # -- reading -----------------------------------------------------------------------------------------------
+    async def _fetch(self, query: sql.Composed, params: Sequence[object]) -> list[TupleRow]:
+        try:
+            async with self._pool.connection() as conn:
+                cur = await conn.execute(query, params)
+                rows: list[TupleRow] = await cur.fetchall()
+                return rows
+        except (psycopg.Error, PoolTimeout) as exc:
+            raise _translate(exc, "reading") from exc
+
+    async def get(self, tenant: str, event_id: str) -> RecordedEvent | None:
+        rows = await self._fetch(
+            sql.SQL("SELECT " + _COLUMNS + " FROM {} WHERE id = %s::uuid AND tenant = %s").format(self._events),
+            (event_id, tenant),
+        )
+        return _event(rows[0]) if rows else None
+
+    async def query(self, tenant: str, flt: EventFilter, *, order: Order, limit: int) -> list[RecordedEvent]:
+        clause, params = where(tenant, flt, ph="%s", text_clause=_TEXT_CLAUSE, time_value=lambda t: t)
+        query = sql.SQL(
+            "SELECT " + _COLUMNS + " FROM {} WHERE " + clause + " ORDER BY " + order_by(order) + " LIMIT %s"
+        ).format(self._events)
+        return [_event(row) for row in await self._fetch(query, [*params, limit])]
+
+    async def count(self, tenant: str, flt: EventFilter) -> int:
+        clause, params = where(tenant, flt, ph="%s", text_clause=_TEXT_CLAUSE, time_value=lambda t: t)
+        rows = await self._fetch(sql.SQL("SELECT count(*) FROM {} WHERE " + clause).format(self._events), params)
+        return int(rows[0][0])
+
+    async def read_stream(
+        self,
+        tenant: str,
+        stream: str,
+        *,
+        from_version: int,
+        to_version: int | None,
+        backwards: bool,
+        limit: int,
+    ) -> list[RecordedEvent]:
+        text = "SELECT " + _COLUMNS + " FROM {} WHERE tenant = %s AND stream = %s AND stream_position >= %s"
+        params: list[object] = [tenant, stream, from_version]
+        if to_version is not None:
+            text += " AND stream_position <= %s"
+            params.append(to_version)
+        text += " ORDER BY stream_position " + ("DESC" if backwards else "ASC") + " LIMIT %s"
+        rows = await self._fetch(sql.SQL(text).format(self._events), [*params, limit])
+        return [_event(row) for row in rows]
+
+    async def stream_version(self, tenant: str, stream: str) -> int:
+        rows = await self._fetch(
+            sql.SQL("SELECT version FROM {} WHERE tenant = %s AND stream = %s").format(self._streams),
+            (tenant, stream),
+        )
+        return int(rows[0][0]) if rows else 0
+
+    async def list_streams(self, tenant: str, *, prefix: str | None, after: str | None, limit: int) -> list[StreamInfo]:
+        text = "SELECT stream, version, last_position, created_at, updated_at FROM {} WHERE tenant = %s"
+        params: list[object] = [tenant]
+        if prefix:
+            text += " AND left(stream, %s) = %s"
+            params += [len(prefix), prefix]
+        if after is not None:
+            text += ' AND stream > %s COLLATE "C"'
+            params.append(after)
+        text += ' ORDER BY stream COLLATE "C" LIMIT %s'
+        rows = await self._fetch(sql.SQL(text).format(self._streams), [*params, limit])
+        return [StreamInfo(r[0], int(r[1]), int(r[2]), r[3], r[4]) for r in rows]
+
+    async def head_position(self) -> int:
+        rows = await self._fetch(sql.SQL("SELECT coalesce(max(position), 0) FROM {}").format(self._events), ())
+        return int(rows[0][0])
+
+    async def wait_for_events(self, after_position: int, timeout: float) -> None:
+        # NOTIFY is only a hint: it makes waiters return early; the caller's re-query decides what is new,
+        # and the timeout (polling) covers a lost notification or a dropped listener connection.
+        deadline = time.monotonic() + timeout
+        while await self.head_position() <= after_position:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return
+            await self._wait_notify(min(remaining, _POLL_SECONDS))
+
+    async def _wait_notify(self, timeout: float) -> None:
+        async with self._listen_cond:
+            if self._listening:
+                # Another waiter reads the notifications and wakes everyone when one arrives or its own
+                # timeout (at most _POLL_SECONDS) passes.
+                await self._listen_cond.wait()
+                return
+            self._listening = True
+        try:
+            conn = self._listener
+            if conn is None or conn.closed:
+                conn = await AsyncConnection.connect(self._conninfo, autocommit=True)
+                await conn.execute(sql.SQL("LISTEN {}").format(self._channel))
+                self._listener = conn
+            async for _ in conn.notifies(timeout=timeout, stop_after=1):
+                break
+        except psycopg.Error:
+            self._listener = None
+        finally:
+            async with self._listen_cond:
+                self._listening = False
+                self._listen_cond.notify_all()
+
+    async def get_checkpoint(self, tenant: str, consumer: str) -> int | None:
+        rows = await self._fetch(
+            sql.SQL("SELECT position FROM {} WHERE tenant = %s AND consumer = %s").format(self._checkpoints),
+            (tenant, consumer),
+        )
+        return int(rows[0][0]) if rows else None
+
+    async def set_checkpoint(self, tenant: str, consumer: str, position: int) -> None:
+        await self._fetch(
+            sql.SQL(
+                "INSERT INTO {} (tenant, consumer, position, updated_at) VALUES (%s, %s, %s, now()) "
+                "ON CONFLICT (tenant, consumer) DO UPDATE SET position = excluded.position, "
+                "updated_at = excluded.updated_at RETURNING position"
+            ).format(self._checkpoints),
+            (tenant, consumer, position),
+        )

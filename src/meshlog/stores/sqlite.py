@@ -1,0 +1,383 @@
+"""``sqlite:///path.db``: the embedded default store, one file, no server.
+
+Durability and ordering:
+
+- WAL journal. Appends run in ``BEGIN IMMEDIATE`` transactions, so SQLite's single write lock is taken before
+  anything is read: the version and idempotency checks and the position assignment all happen under it, and
+  commits happen in position order (no reader can skip an event). Several processes may share a file; the
+  ``busy_timeout`` makes them queue for the write lock instead of failing.
+- ``synchronous=FULL`` by default: a committed append survives a process crash and a power loss. With
+  ``?synchronous=normal`` in the URL it survives a process crash (``kill -9``) but the last commits may be lost
+  on power loss; appends get faster.
+- ``position`` is ``INTEGER PRIMARY KEY AUTOINCREMENT``: never reused, even after a rollback.
+- Triggers make the database refuse UPDATE and DELETE of event rows.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import threading
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from datetime import UTC, datetime, timedelta
+from importlib import resources
+from typing import Any, Final
+
+from meshlog._validation import AppendRequest
+from meshlog.errors import ConfigurationError, MeshlogError, StoreError, StoreUnavailable
+from meshlog.events import RecordedEvent, StreamInfo
+from meshlog.query import EventFilter, Order
+from meshlog.store import AppendOutcome
+from meshlog.stores._planning import Duplicate, Planned, plan_append, recorded
+from meshlog.stores._sql import EVENT_COLUMNS, order_by, where
+
+__all__ = ["SqliteStore"]
+
+_EPOCH: Final = datetime(1970, 1, 1, tzinfo=UTC)
+_SYNCHRONOUS: Final = {"off", "normal", "full", "extra"}
+_POLL_SECONDS: Final = 0.05
+_TEXT_CLAUSE: Final = (
+    "EXISTS (SELECT 1 FROM json_tree(events.data) AS j WHERE j.type = 'text' AND instr(lower(j.value), lower(?)))"
+)
+_INSERT: Final = f"INSERT INTO events ({EVENT_COLUMNS}) VALUES ({', '.join(['?'] * 19)})"
+_UPSERT_STREAM: Final = (
+    "INSERT INTO streams (tenant, stream, version, last_position, created_at, updated_at) "
+    "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (tenant, stream) DO UPDATE SET "
+    "version = excluded.version, last_position = excluded.last_position, updated_at = excluded.updated_at"
+)
+
+
+def _us(value: datetime) -> int:
+    delta = value - _EPOCH
+    return (delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds
+
+
+def _dt(us: int) -> datetime:
+    return _EPOCH + timedelta(microseconds=us)
+
+
+def _event(row: tuple[Any, ...]) -> RecordedEvent:
+    return RecordedEvent(
+        position=row[0],
+        id=row[1],
+        tenant=row[2],
+        stream=row[3],
+        stream_position=row[4],
+        type=row[5],
+        version=row[6],
+        data=json.loads(row[7]),
+        metadata=json.loads(row[8]),
+        trace_id=row[9],
+        task_id=row[10],
+        agent_id=row[11],
+        parent_id=row[12],
+        root_id=row[13],
+        depth=row[14],
+        related=tuple(json.loads(row[15])) if row[15] else (),
+        idempotency_key=row[16],
+        occurred_at=None if row[17] is None else _dt(row[17]),
+        recorded_at=_dt(row[18]),
+    )
+
+
+def _migrations() -> list[tuple[int, str]]:
+    folder = resources.files("meshlog.stores") / "sql" / "sqlite"
+    found = []
+    for entry in folder.iterdir():
+        if entry.name.endswith(".sql"):
+            found.append((int(entry.name.split("_", 1)[0]), entry.read_text(encoding="utf-8")))
+    return sorted(found)
+
+
+def _statements(script: str) -> Iterator[str]:
+    """Split a script into statements (trigger bodies included) with SQLite's own completeness test."""
+    pending = ""
+    for line in script.splitlines(keepends=True):
+        if not pending and (not line.strip() or line.lstrip().startswith("--")):
+            continue
+        pending += line
+        if sqlite3.complete_statement(pending):
+            yield pending.strip()
+            pending = ""
+    if pending.strip():
+        raise ConfigurationError("incomplete statement in a SQLite migration")
+
+
+class _TxReader:
+    """Reads the stored state through the writer's connection, inside its write transaction."""
+
+    def __init__(self, conn: sqlite3.Connection) -> None:
+        self._conn = conn
+
+    def stream_version(self, tenant: str, stream: str) -> int:
+        row = self._conn.execute(
+            "SELECT version FROM streams WHERE tenant = ? AND stream = ?", (tenant, stream)
+        ).fetchone()
+        return 0 if row is None else int(row[0])
+
+    def events_by_keys(self, tenant: str, keys: Sequence[str]) -> dict[str, RecordedEvent]:
+        rows = self._conn.execute(
+            f"SELECT {EVENT_COLUMNS} FROM events WHERE tenant = ? AND idempotency_key IN "
+            f"({', '.join('?' * len(keys))})",
+            (tenant, *keys),
+        ).fetchall()
+        return {row[16]: _event(row) for row in rows}
+
+    def lineage_of(self, tenant: str, event_id: str) -> tuple[str, int] | None:
+        row = self._conn.execute(
+            "SELECT root_id, depth FROM events WHERE id = ? AND tenant = ?", (event_id, tenant)
+        ).fetchone()
+        return None if row is None else (row[0], int(row[1]))
+
+    def id_exists(self, event_id: str) -> bool:
+        return self._conn.execute("SELECT 1 FROM events WHERE id = ?", (event_id,)).fetchone() is not None
+
+
+class SqliteStore:
+    """A store in one SQLite file. Thread-safe: one writer connection behind a lock, one reader per thread."""
+
+    def __init__(self, path: str, *, synchronous: str = "full", busy_timeout: float = 30.0, url: str = "") -> None:
+        if synchronous.lower() not in _SYNCHRONOUS:
+            raise ConfigurationError(f"synchronous must be one of {sorted(_SYNCHRONOUS)}, got {synchronous!r}")
+        self.url = url or f"sqlite:///{path}"
+        self.path = path
+        self._synchronous = synchronous.upper()
+        self._busy_timeout = busy_timeout
+        self._write_lock = threading.Lock()
+        self._appended = threading.Condition()
+        self._local = threading.local()
+        self._readers: list[sqlite3.Connection] = []
+        self._readers_lock = threading.Lock()
+        self._closed = False
+        self._writer = self._connect()
+
+    def _connect(self) -> sqlite3.Connection:
+        try:
+            conn = sqlite3.connect(self.path, timeout=self._busy_timeout, isolation_level=None, check_same_thread=False)
+            conn.execute("PRAGMA journal_mode = WAL")
+            conn.execute(f"PRAGMA synchronous = {self._synchronous}")
+            conn.execute(f"PRAGMA busy_timeout = {int(self._busy_timeout * 1000)}")
+        except sqlite3.Error as exc:
+            raise StoreUnavailable(f"cannot open SQLite database {self.path!r}: {exc}") from exc
+        return conn
+
+    def _reader(self) -> sqlite3.Connection:
+        if self._closed:
+            raise StoreError("the store is closed")
+        conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
+        if conn is None:
+            conn = self._connect()
+            self._local.conn = conn
+            with self._readers_lock:
+                self._readers.append(conn)
+        return conn
+
+    @contextmanager
+    def _write(self) -> Iterator[sqlite3.Connection]:
+        with self._write_lock:
+            if self._closed:
+                raise StoreError("the store is closed")
+            conn = self._writer
+            try:
+                conn.execute("BEGIN IMMEDIATE")
+            except sqlite3.OperationalError as exc:
+                raise StoreUnavailable(f"cannot take SQLite's write lock: {exc}") from exc
+            try:
+                yield conn
+                conn.execute("COMMIT")
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+
+    def migrate(self) -> None:
+        try:
+            with self._write() as conn:
+                conn.execute(
+                    "CREATE TABLE IF NOT EXISTS meshlog_migrations "
+                    "(version INTEGER PRIMARY KEY, applied_at INTEGER NOT NULL)"
+                )
+                applied = {row[0] for row in conn.execute("SELECT version FROM meshlog_migrations")}
+                for version, script in _migrations():
+                    if version in applied:
+                        continue
+                    for statement in _statements(script):
+                        conn.execute(statement)
+                    conn.execute(
+                        "INSERT INTO meshlog_migrations (version, applied_at) VALUES (?, ?)",
+                        (version, time.time_ns() // 1000),
+                    )
+        except sqlite3.Error as exc:
+            raise StoreError(f"SQLite migration failed: {exc}") from exc
+
+    def append(self, requests: Sequence[AppendRequest]) -> list[AppendOutcome]:
+        outcomes: list[AppendOutcome] = []
+        grouped = len(requests) > 1
+        try:
+            with self._write() as conn:
+                reader = _TxReader(conn)
+                for request in requests:
+                    if grouped:
+                        conn.execute("SAVEPOINT request")
+                    try:
+                        outcome = self._append_one(conn, reader, request)
+                    except sqlite3.Error as exc:
+                        if not grouped:
+                            raise
+                        conn.execute("ROLLBACK TO request")
+                        outcome = StoreError(f"SQLite append failed: {exc}")
+                    if grouped:
+                        conn.execute("RELEASE request")
+                    outcomes.append(outcome)
+        except sqlite3.Error as exc:
+            raise StoreError(f"SQLite append failed: {exc}") from exc
+        with self._appended:
+            self._appended.notify_all()
+        return outcomes
+
+    def _append_one(self, conn: sqlite3.Connection, reader: _TxReader, request: AppendRequest) -> AppendOutcome:
+        plan = plan_append(request, reader)
+        if isinstance(plan, Duplicate):
+            return plan.events
+        if isinstance(plan, MeshlogError):
+            return plan
+        assert isinstance(plan, Planned)
+        row = conn.execute("SELECT seq FROM sqlite_sequence WHERE name = 'events'").fetchone()
+        first = 1 if row is None else int(row[0]) + 1
+        now_us = time.time_ns() // 1000
+        now = _dt(now_us)
+        tenant = request.tenant
+        rows = []
+        last_position: dict[str, int] = {}
+        for offset, p in enumerate(plan.events):
+            e = p.event
+            position = first + offset
+            last_position[e.stream] = position
+            rows.append(
+                (
+                    position,
+                    e.id,
+                    tenant,
+                    e.stream,
+                    p.stream_position,
+                    e.type,
+                    e.version,
+                    e.data_json,
+                    e.metadata_json,
+                    e.trace_id,
+                    e.task_id,
+                    e.agent_id,
+                    e.parent_id,
+                    p.root_id,
+                    p.depth,
+                    json.dumps(e.related) if e.related else None,
+                    e.idempotency_key,
+                    None if e.occurred_at is None else _us(e.occurred_at),
+                    now_us,
+                )
+            )
+        conn.executemany(_INSERT, rows)
+        conn.executemany(
+            _UPSERT_STREAM,
+            [
+                (tenant, s, v, last_position[s], now_us, now_us)
+                for s, v in plan.stream_versions.items()
+                if s in last_position
+            ],
+        )
+        return [recorded(tenant, p, first + i, now) for i, p in enumerate(plan.events)]
+
+    def _fetch(self, sql: str, params: Sequence[object]) -> list[tuple[Any, ...]]:
+        try:
+            return self._reader().execute(sql, params).fetchall()
+        except sqlite3.Error as exc:
+            raise StoreError(f"SQLite query failed: {exc}") from exc
+
+    def get(self, tenant: str, event_id: str) -> RecordedEvent | None:
+        rows = self._fetch(f"SELECT {EVENT_COLUMNS} FROM events WHERE id = ? AND tenant = ?", (event_id, tenant))
+        return _event(rows[0]) if rows else None
+
+    def query(self, tenant: str, flt: EventFilter, *, order: Order, limit: int) -> list[RecordedEvent]:
+        clause, params = where(tenant, flt, ph="?", text_clause=_TEXT_CLAUSE, time_value=_us)
+        sql = f"SELECT {EVENT_COLUMNS} FROM events WHERE {clause} ORDER BY {order_by(order)} LIMIT ?"
+        return [_event(row) for row in self._fetch(sql, [*params, limit])]
+
+    def count(self, tenant: str, flt: EventFilter) -> int:
+        clause, params = where(tenant, flt, ph="?", text_clause=_TEXT_CLAUSE, time_value=_us)
+        return int(self._fetch(f"SELECT count(*) FROM events WHERE {clause}", params)[0][0])
+
+    def read_stream(
+        self,
+        tenant: str,
+        stream: str,
+        *,
+        from_version: int,
+        to_version: int | None,
+        backwards: bool,
+        limit: int,
+    ) -> list[RecordedEvent]:
+        sql = f"SELECT {EVENT_COLUMNS} FROM events WHERE tenant = ? AND stream = ? AND stream_position >= ?"
+        params: list[object] = [tenant, stream, from_version]
+        if to_version is not None:
+            sql += " AND stream_position <= ?"
+            params.append(to_version)
+        sql += f" ORDER BY stream_position {'DESC' if backwards else 'ASC'} LIMIT ?"
+        return [_event(row) for row in self._fetch(sql, [*params, limit])]
+
+    def stream_version(self, tenant: str, stream: str) -> int:
+        rows = self._fetch("SELECT version FROM streams WHERE tenant = ? AND stream = ?", (tenant, stream))
+        return int(rows[0][0]) if rows else 0
+
+    def list_streams(self, tenant: str, *, prefix: str | None, after: str | None, limit: int) -> list[StreamInfo]:
+        sql = "SELECT stream, version, last_position, created_at, updated_at FROM streams WHERE tenant = ?"
+        params: list[object] = [tenant]
+        if prefix:
+            sql += " AND substr(stream, 1, ?) = ?"
+            params += [len(prefix), prefix]
+        if after is not None:
+            sql += " AND stream > ?"
+            params.append(after)
+        sql += " ORDER BY stream LIMIT ?"
+        rows = self._fetch(sql, [*params, limit])
+        return [StreamInfo(r[0], r[1], r[2], _dt(r[3]), _dt(r[4])) for r in rows]
+
+    def head_position(self) -> int:
+        return int(self._fetch("SELECT coalesce(max(position), 0) FROM events", ())[0][0])
+
+    def wait_for_events(self, after_position: int, timeout: float) -> None:
+        # Appends in this process wake waiters at once; those of other processes are seen by polling.
+        deadline = time.monotonic() + timeout
+        while self.head_position() <= after_position:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return
+            with self._appended:
+                self._appended.wait(min(remaining, _POLL_SECONDS))
+
+    def get_checkpoint(self, tenant: str, consumer: str) -> int | None:
+        rows = self._fetch("SELECT position FROM checkpoints WHERE tenant = ? AND consumer = ?", (tenant, consumer))
+        return int(rows[0][0]) if rows else None
+
+    def set_checkpoint(self, tenant: str, consumer: str, position: int) -> None:
+        try:
+            with self._write() as conn:
+                conn.execute(
+                    "INSERT INTO checkpoints (tenant, consumer, position, updated_at) VALUES (?, ?, ?, ?) "
+                    "ON CONFLICT (tenant, consumer) DO UPDATE SET position = excluded.position, "
+                    "updated_at = excluded.updated_at",
+                    (tenant, consumer, position, time.time_ns() // 1000),
+                )
+        except sqlite3.Error as exc:
+            raise StoreError(f"SQLite checkpoint failed: {exc}") from exc
+
+    def close(self) -> None:
+        with self._write_lock:
+            if self._closed:
+                return
+            self._closed = True
+            self._writer.close()
+        with self._readers_lock:
+            for conn in self._readers:
+                conn.close()
+            self._readers.clear()

@@ -1,0 +1,468 @@
+"""The conformance tests (see :mod:`meshlog.testing`)."""
+
+from __future__ import annotations
+
+import threading
+import uuid
+from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime, timedelta
+from typing import Any, Protocol
+
+import pytest
+
+from meshlog import (
+    NO_STREAM,
+    STREAM_EXISTS,
+    EventFilter,
+    EventLog,
+    EventTooLarge,
+    FunctionProjection,
+    IdempotencyConflict,
+    InvalidCursor,
+    NewEvent,
+    NotFound,
+    RecordedEvent,
+    ValidationError,
+    WrongExpectedVersion,
+)
+
+
+class LogFactory(Protocol):
+    def __call__(self, tenant: str = "default") -> EventLog: ...
+
+
+def _payload(i: int = 0) -> dict[str, Any]:
+    return {"model": "gpt-4o-mini", "prompt_tokens": 100 + i, "text": f"call number {i}"}
+
+
+def _everything(log: EventLog) -> list[RecordedEvent]:
+    out: list[RecordedEvent] = []
+    page = log.query(limit=1000)
+    out.extend(page)
+    while page.has_more:
+        page = log.query(cursor=page.next_cursor, limit=1000)
+        out.extend(page)
+    return out
+
+
+class StoreConformance:
+    """The store contract as tests. Subclasses provide the ``make_log`` fixture."""
+
+    @pytest.fixture
+    def log(self, make_log: LogFactory) -> EventLog:
+        return make_log()
+
+    # -- the envelope --------------------------------------------------------------------------------------------
+    def test_emit_returns_the_recorded_event(self, log: EventLog) -> None:
+        before = datetime.now(UTC) - timedelta(seconds=5)
+        e = log.emit(
+            "task.started",
+            {"capability": "code", "nested": {"list": [1, 2.5, None, True, "ü"]}},
+            task_id="42",
+            agent_id="api-coder",
+            trace_id="t-1",
+            metadata={"host": "odin"},
+        )
+        assert uuid.UUID(e.id).version == 7
+        assert e.position > 0
+        assert (e.stream, e.stream_position, e.type, e.version) == ("task:42", 1, "task.started", 1)
+        assert e.data == {"capability": "code", "nested": {"list": [1, 2.5, None, True, "ü"]}}
+        assert e.metadata == {"host": "odin"}
+        assert (e.task_id, e.agent_id, e.trace_id, e.tenant) == ("42", "api-coder", "t-1", "default")
+        assert e.root_id == e.id and e.depth == 0 and e.parent_id is None
+        assert before <= e.recorded_at <= datetime.now(UTC) + timedelta(seconds=5)
+        assert log.get(e.id) == e
+
+    def test_default_stream_rule(self, log: EventLog) -> None:
+        assert log.emit("a", task_id="7", trace_id="t", agent_id="x").stream == "task:7"
+        assert log.emit("a", trace_id="t", agent_id="x").stream == "trace:t"
+        assert log.emit("a", agent_id="x").stream == "agent:x"
+        assert log.emit("a").stream == "default"
+        assert log.emit("a", stream="mine", task_id="7").stream == "mine"
+
+    def test_positions_increase_and_streams_are_gapless(self, log: EventLog) -> None:
+        events = [log.emit("tick", {"i": i}, stream=f"s{i % 3}") for i in range(12)]
+        positions = [e.position for e in events]
+        assert positions == sorted(positions) and len(set(positions)) == 12
+        for s in ("s0", "s1", "s2"):
+            assert [e.stream_position for e in log.read_stream(s)] == [1, 2, 3, 4]
+            assert log.stream_version(s) == 4
+        assert log.stream_version("nothing") == 0
+
+    def test_occurred_at_and_related_are_kept(self, log: EventLog) -> None:
+        first = log.emit("a")
+        when = datetime(2026, 1, 2, 3, 4, 5, 123456, tzinfo=UTC)
+        e = log.emit("b", occurred_at=when, related=[first.id])
+        got = log.get(e.id)
+        assert got.occurred_at == when
+        assert got.related == (first.id,)
+
+    def test_caller_given_id_is_kept_and_unique(self, log: EventLog) -> None:
+        given = str(uuid.uuid4())
+        assert log.emit("a", id=given).id == given
+        head = log.head_position()
+        with pytest.raises(ValidationError) as info:
+            log.emit("a", id=given)
+        assert info.value.rule == "unique"
+        assert log.head_position() == head
+
+    def test_returned_data_is_a_copy(self, log: EventLog) -> None:
+        data: dict[str, Any] = {"items": [1]}
+        e = log.emit("a", data)
+        data["items"].append(2)
+        e.data["items"].append(3)
+        assert log.get(e.id).data == {"items": [1]}
+
+    # -- invariant 8: bad input writes nothing ---------------------------------------------------------------
+    @pytest.mark.parametrize(
+        ("kwargs", "rule"),
+        [
+            ({"type": "llm.call", "data": ["not", "an", "object"]}, "json_object"),
+            ({"type": "llm.call", "data": "text"}, "json_object"),
+            ({"type": "llm.call", "data": {"s": "nul \x00 here"}}, "no_nul"),
+            ({"type": "llm.call", "data": {"k\x00": 1}}, "no_nul"),
+            ({"type": "llm.call", "data": {}, "metadata": {"m": ["\x00"]}}, "no_nul"),
+            ({"type": "llm.call", "data": {"x": float("nan")}}, "finite"),
+            ({"type": "llm.call", "data": {1: "int key"}}, "string_keys"),
+            ({"type": "llm.call", "data": {"when": datetime.now(UTC)}}, "json_value"),
+            ({"type": "", "data": {}}, "pattern"),
+            ({"type": "has space", "data": {}}, "pattern"),
+            ({"type": "ok", "data": {}, "version": 0}, "min"),
+            ({"type": "ok", "data": {}, "task_id": ""}, "non_empty"),
+            ({"type": "ok", "data": {}, "stream": "a\x00b"}, "no_nul"),
+            ({"type": "ok", "data": {}, "parent_id": "not-a-uuid"}, "uuid"),
+            ({"type": "ok", "data": {}, "related": "not-a-list"}, "type"),
+            ({"type": "ok", "data": {}, "occurred_at": datetime(2026, 1, 1)}, "aware"),
+            ({"type": "ok", "data": {}, "expected_version": -3}, "expected_version"),
+            ({"type": "ok", "data": {}, "parent_id": "00000000-0000-7000-8000-000000000000"}, "parent_exists"),
+        ],
+    )
+    def test_bad_input_is_rejected_and_writes_nothing(self, log: EventLog, kwargs: dict[str, Any], rule: str) -> None:
+        log.emit("before")
+        head = log.head_position()
+        kwargs = dict(kwargs)
+        type_ = kwargs.pop("type")
+        data = kwargs.pop("data")
+        with pytest.raises(ValidationError) as info:
+            log.emit(type_, data, **kwargs)
+        assert info.value.rule == rule
+        assert info.value.field
+        assert log.head_position() == head
+
+    def test_size_limit(self, make_log: LogFactory) -> None:
+        log = make_log()
+        log.max_event_bytes = 1000
+        log.emit("fits", {"s": "x" * 900})
+        head = log.head_position()
+        with pytest.raises(EventTooLarge) as info:
+            log.emit("too.big", {"s": "ü" * 600})  # 1,200 bytes in UTF-8
+        assert info.value.limit == 1000 and info.value.size > 1000
+        assert log.head_position() == head
+
+    # -- invariant 5: atomic batches --------------------------------------------------------------------------
+    def test_batch_is_written_in_order(self, log: EventLog) -> None:
+        events = log.emit_batch([NewEvent(type="step", data={"i": i}, stream=f"b{i % 2}") for i in range(5)])
+        assert [e.data["i"] for e in events] == [0, 1, 2, 3, 4]
+        assert [e.position for e in events] == list(range(events[0].position, events[0].position + 5))
+        assert [e.stream_position for e in events] == [1, 1, 2, 2, 3]
+
+    def test_bad_event_fails_the_whole_batch(self, log: EventLog) -> None:
+        head = log.head_position()
+        with pytest.raises(ValidationError) as info:
+            log.emit_batch([NewEvent(type="ok", data={}), NewEvent(type="bad", data={"x": "\x00"})])
+        assert info.value.field == "events[1].data.x"
+        missing_parent = str(uuid.uuid4())
+        with pytest.raises(ValidationError):
+            log.emit_batch([NewEvent(type="ok", data={}), NewEvent(type="child", data={}, parent_id=missing_parent)])
+        with pytest.raises(ValidationError):
+            log.emit_batch([])
+        assert log.head_position() == head
+        assert log.query().events == []
+
+    def test_batch_version_check_is_all_or_nothing(self, log: EventLog) -> None:
+        log.emit("first", stream="s")
+        with pytest.raises(WrongExpectedVersion) as info:
+            log.emit_batch([NewEvent(type="x", data={}, stream="s")] * 3, expected_version=0)
+        assert info.value.actual == 1
+        assert log.stream_version("s") == 1
+        written = log.emit_batch([NewEvent(type="x", data={}, stream="s")] * 3, expected_version=1)
+        assert [e.stream_position for e in written] == [2, 3, 4]
+        with pytest.raises(ValidationError):
+            log.emit_batch(
+                [NewEvent(type="x", data={}, stream="s"), NewEvent(type="x", data={}, stream="t")], expected_version=4
+            )
+
+    # -- invariant 3: consistent streams -------------------------------------------------------------------------
+    def test_expected_version(self, log: EventLog) -> None:
+        assert log.emit("a", stream="s", expected_version=NO_STREAM).stream_position == 1
+        with pytest.raises(WrongExpectedVersion) as info:
+            log.emit("a", stream="s", expected_version=NO_STREAM)
+        assert (info.value.actual, info.value.stream) == (1, "s")
+        assert log.emit("a", stream="s", expected_version=1).stream_position == 2
+        assert log.emit("a", stream="s", expected_version=STREAM_EXISTS).stream_position == 3
+        with pytest.raises(WrongExpectedVersion):
+            log.emit("a", stream="new", expected_version=STREAM_EXISTS)
+        with pytest.raises(WrongExpectedVersion) as info:
+            log.emit("a", stream="s", expected_version=1)
+        assert info.value.actual == 3
+        assert log.stream_version("s") == 3 and log.stream_version("new") == 0
+
+    def test_concurrent_appends_with_one_expected_version(self, log: EventLog) -> None:
+        log.emit("created", stream="race")
+        barrier = threading.Barrier(8)
+
+        def attempt(i: int) -> str:
+            barrier.wait()
+            try:
+                log.emit("claimed", {"by": i}, stream="race", expected_version=1)
+            except WrongExpectedVersion:
+                return "lost"
+            return "won"
+
+        with ThreadPoolExecutor(8) as pool:
+            results = list(pool.map(attempt, range(8)))
+        assert results.count("won") == 1
+        assert [e.stream_position for e in log.read_stream("race")] == [1, 2]
+
+    # -- invariant 4: idempotency -------------------------------------------------------------------------------
+    def test_retry_with_same_key_returns_the_original(self, log: EventLog) -> None:
+        first = log.emit("llm.call", _payload(), task_id="42", idempotency_key="call-7")
+        again = log.emit("llm.call", _payload(), task_id="42", idempotency_key="call-7")
+        assert again == first
+        assert len(log.query(task_id="42").events) == 1
+
+    def test_same_key_different_content_conflicts(self, log: EventLog) -> None:
+        first = log.emit("llm.call", _payload(1), idempotency_key="k")
+        with pytest.raises(IdempotencyConflict) as info:
+            log.emit("llm.call", _payload(2), idempotency_key="k")
+        assert info.value.existing_id == first.id and info.value.reason == "data"
+        with pytest.raises(IdempotencyConflict) as info:
+            log.emit("llm.response", _payload(1), idempotency_key="k")
+        assert info.value.reason == "type"
+        assert log.head_position() == first.position
+
+    def test_retry_of_a_version_checked_append_is_not_a_version_error(self, log: EventLog) -> None:
+        first = log.emit("a", stream="s", expected_version=NO_STREAM, idempotency_key="once")
+        assert log.emit("a", stream="s", expected_version=NO_STREAM, idempotency_key="once") == first
+
+    def test_batch_retry_returns_the_originals(self, log: EventLog) -> None:
+        batch = [NewEvent(type="t", data={"i": i}, idempotency_key=f"b-{i}") for i in range(3)]
+        first = log.emit_batch(batch)
+        assert log.emit_batch(batch) == first
+        head = log.head_position()
+        with pytest.raises(IdempotencyConflict):
+            log.emit_batch([batch[0], NewEvent(type="t", data={"i": 9}, idempotency_key="new")])
+        with pytest.raises(ValidationError):
+            log.emit_batch([batch[0], batch[0]])
+        assert log.head_position() == head
+
+    def test_concurrent_emits_with_one_key_store_one_event(self, log: EventLog) -> None:
+        barrier = threading.Barrier(16)
+
+        def attempt(_: int) -> RecordedEvent:
+            barrier.wait()
+            return log.emit("llm.call", _payload(), idempotency_key="same")
+
+        with ThreadPoolExecutor(16) as pool:
+            results = list(pool.map(attempt, range(16)))
+        assert len({(e.id, e.position) for e in results}) == 1
+        assert len(log.query(types=["llm.call"]).events) == 1
+
+    def test_keys_are_per_tenant(self, make_log: LogFactory) -> None:
+        a, b = make_log("tenant-a"), make_log("tenant-b")
+        ea = a.emit("x", {"v": 1}, idempotency_key="shared")
+        eb = b.emit("x", {"v": 1}, idempotency_key="shared")
+        assert ea.id != eb.id
+
+    # -- tenants ----------------------------------------------------------------------------------------------
+    def test_tenants_do_not_see_each_other(self, make_log: LogFactory) -> None:
+        a, b = make_log("tenant-a"), make_log("tenant-b")
+        ea = a.emit("secret", {"v": 1}, stream="shared-name", agent_id="agent")
+        b.emit("other", {"v": 2}, stream="shared-name", agent_id="agent")
+        assert [e.type for e in b.query(agent_id="agent")] == ["other"]
+        assert [e.type for e in b.read_stream("shared-name")] == ["other"]
+        assert b.stream_version("shared-name") == 1
+        assert [s.stream for s in b.list_streams()] == ["shared-name"]
+        with pytest.raises(NotFound):
+            b.get(ea.id)
+        with pytest.raises(ValidationError):
+            b.emit("child", parent_id=ea.id)
+
+    # -- lineage ----------------------------------------------------------------------------------------------
+    def test_lineage_is_derived(self, log: EventLog) -> None:
+        root = log.emit("task.dispatched")
+        call = log.emit("llm.call", parent_id=root.id)
+        chain = log.emit_batch(
+            [
+                NewEvent(type="llm.response", data={}, parent_id=call.id, id=(rid := str(uuid.uuid4()))),
+                NewEvent(type="tool.call", data={}, parent_id=rid),
+                NewEvent(type="unrelated", data={}),
+            ]
+        )
+        assert (call.root_id, call.depth) == (root.id, 1)
+        assert [(e.root_id, e.depth) for e in chain[:2]] == [(root.id, 2), (root.id, 3)]
+        assert (chain[2].root_id, chain[2].depth) == (chain[2].id, 0)
+        outside = str(uuid.uuid4())
+        external = log.emit("from.elsewhere", parent_id=outside, external_parent=True)
+        assert (external.root_id, external.depth, external.parent_id) == (outside, 1, outside)
+        assert log.get(chain[1].id).root_id == root.id
+
+    # -- reading ----------------------------------------------------------------------------------------------
+    def test_query_filters(self, log: EventLog) -> None:
+        t0 = datetime.now(UTC) - timedelta(seconds=1)
+        log.emit("llm.call", {"text": "Refactor the Parser"}, agent_id="coder", trace_id="t1", task_id="1")
+        log.emit("llm.response", {"out": {"deep": ["parser done"]}}, agent_id="coder", trace_id="t1", task_id="1")
+        log.emit("tool.call", {"n": 5}, agent_id="tester", trace_id="t2", task_id="2")
+        log.emit("llm.call", {"text": "other"}, agent_id="tester", trace_id="t2", task_id="2", stream="custom")
+        t1 = datetime.now(UTC) + timedelta(seconds=1)
+
+        def types(**kw: Any) -> list[str]:
+            return [e.type for e in log.query(**kw)]
+
+        assert types(agent_id="coder") == ["llm.call", "llm.response"]
+        assert types(types=["llm.call"]) == ["llm.call", "llm.call"]
+        assert types(types="tool.call") == ["tool.call"]
+        assert types(types=["llm.call", "tool.call"], trace_id="t2") == ["tool.call", "llm.call"]
+        assert types(task_id="2", stream="custom") == ["llm.call"]
+        assert types(text="PARSER") == ["llm.call", "llm.response"]
+        assert types(text="5") == []  # numbers are not text
+        assert len(types(since=t0, until=t1)) == 4
+        assert types(until=t0) == [] and types(since=t1) == []
+        everything = log.query().events
+        assert types(after_position=everything[1].position) == ["tool.call", "llm.call"]
+        assert types(before_position=everything[1].position) == ["llm.call"]
+        assert log.query(agent_id="tester", total_count=True).total_count == 2
+
+    def test_last_n_with_desc_order_and_cursor_paging(self, log: EventLog) -> None:
+        log.emit_batch([NewEvent(type="e", data={"i": i}, agent_id="a" if i % 2 else "b") for i in range(25)])
+        last = log.query(agent_id="a", order="desc", limit=5)
+        assert [e.data["i"] for e in last] == [23, 21, 19, 17, 15]
+        assert last.has_more and last.next_cursor
+
+        seen: list[int] = []
+        page = log.query(agent_id="a", order="desc", limit=5)
+        seen.extend(e.data["i"] for e in page)
+        while page.has_more:
+            assert page.next_cursor is not None
+            page = log.query(cursor=page.next_cursor, limit=5)
+            seen.extend(e.data["i"] for e in page)
+        assert seen == list(range(23, 0, -2))
+
+        asc = log.query(limit=10)
+        more = log.query(cursor=asc.next_cursor, limit=10)
+        rest = log.query(cursor=more.next_cursor, limit=10)
+        assert [e.data["i"] for e in [*asc, *more, *rest]] == list(range(25))
+        assert not rest.has_more and rest.next_cursor is None
+
+    def test_cursor_and_limit_validation(self, log: EventLog) -> None:
+        log.emit_batch([NewEvent(type="e", data={}) for _ in range(3)])
+        page = log.query(limit=1, agent_id=None)
+        assert page.next_cursor is not None
+        with pytest.raises(InvalidCursor):
+            log.query(cursor="not-a-cursor")
+        with pytest.raises(InvalidCursor):
+            log.query(cursor=page.next_cursor, agent_id="someone-else")
+        for bad in (0, 1001, -1):
+            with pytest.raises(ValidationError):
+                log.query(limit=bad)
+        with pytest.raises(ValidationError):
+            log.query(order="sideways")  # type: ignore[arg-type]
+
+    def test_read_stream_ranges_and_direction(self, log: EventLog) -> None:
+        log.emit_batch([NewEvent(type="e", data={"i": i}, stream="long") for i in range(1, 1201)])
+        forward = [e.stream_position for e in log.read_stream("long")]
+        assert forward == list(range(1, 1201))
+        assert [e.stream_position for e in log.read_stream("long", from_version=1190)] == list(range(1190, 1201))
+        assert [e.stream_position for e in log.read_stream("long", from_version=5, to_version=7)] == [5, 6, 7]
+        backwards = [e.stream_position for e in log.read_stream("long", backwards=True)]
+        assert backwards == list(range(1200, 0, -1))
+        assert [e.stream_position for e in log.read_stream("long", to_version=3, backwards=True)] == [3, 2, 1]
+        assert list(log.read_stream("missing")) == []
+
+    def test_replay(self, log: EventLog) -> None:
+        for i in range(10):
+            log.emit("tokens", {"n": i}, stream="session")
+        projection = FunctionProjection(lambda: 0, lambda total, e: total + int(e.data["n"]))
+        full = log.replay("session", projection)
+        assert (full.state, full.events_replayed, full.last_version) == (45, 10, 10)
+        assert full.duration_ms >= 0
+        part = log.replay("session", projection, to_version=4)
+        assert (part.state, part.events_replayed, part.last_version) == (6, 4, 4)
+        empty = log.replay("nothing", projection)
+        assert (empty.state, empty.events_replayed, empty.last_version) == (0, 0, 0)
+
+    def test_get_unknown(self, log: EventLog) -> None:
+        with pytest.raises(NotFound):
+            log.get(str(uuid.uuid4()))
+        with pytest.raises(NotFound):
+            log.get("not-a-uuid")
+
+    def test_list_streams(self, log: EventLog) -> None:
+        for s in ("task:2", "task:1", "agent:x", "task:1"):
+            log.emit("e", stream=s)
+        streams = log.list_streams()
+        assert [(s.stream, s.version) for s in streams] == [("agent:x", 1), ("task:1", 2), ("task:2", 1)]
+        assert [s.stream for s in log.list_streams(prefix="task:")] == ["task:1", "task:2"]
+        assert [s.stream for s in log.list_streams(after="task:1")] == ["task:2"]
+        assert streams[1].last_position == log.query(stream="task:1", order="desc", limit=1)[0].position
+
+    # -- invariant 2: subscribers never skip ------------------------------------------------------------------
+    def test_subscribe_catches_up_then_follows_live(self, log: EventLog) -> None:
+        log.emit_batch([NewEvent(type="old", data={"i": i}) for i in range(3)])
+        got: list[RecordedEvent] = []
+
+        def later() -> None:
+            for i in range(3):
+                log.emit("new", {"i": i})
+
+        writer = threading.Timer(0.2, later)
+        writer.start()
+        for event in log.subscribe(poll_interval=0.05):
+            got.append(event)
+            if len(got) == 6:
+                break
+        writer.join()
+        assert [e.type for e in got] == ["old"] * 3 + ["new"] * 3
+        filtered = log.subscribe(filter=EventFilter(types=("new",)), poll_interval=0.05)
+        assert [next(filtered).data["i"] for _ in range(3)] == [0, 1, 2]
+
+    def test_no_skip_with_concurrent_writers(self, log: EventLog) -> None:
+        writers, per_writer = 8, 40
+        start = log.head_position()
+        received: list[RecordedEvent] = []
+        done = threading.Event()
+
+        def subscriber() -> None:
+            for event in log.subscribe(after_position=start, poll_interval=0.02):
+                received.append(event)
+                if len(received) == writers * per_writer:
+                    break
+            done.set()
+
+        reader = threading.Thread(target=subscriber)
+        reader.start()
+
+        def write(w: int) -> None:
+            for i in range(per_writer):
+                if i % 5 == 0:
+                    log.emit_batch([NewEvent(type="w", data={"w": w, "i": i}), NewEvent(type="w2", data={})])
+                    continue
+                log.emit("w", {"w": w, "i": i})
+
+        with ThreadPoolExecutor(writers) as pool:
+            list(pool.map(write, range(writers)))
+        assert done.wait(30), f"subscriber got {len(received)} events"
+        reader.join()
+        committed = [e for e in _everything(log) if e.position > start][: writers * per_writer]
+        assert [e.position for e in received] == [e.position for e in committed]
+        assert len({e.position for e in received}) == len(received)
+
+    def test_checkpoints(self, log: EventLog) -> None:
+        events = [log.emit("e", {"i": i}) for i in range(5)]
+        assert log.checkpoint("indexer") is None
+        log.save_checkpoint("indexer", events[2].position)
+        assert log.checkpoint("indexer") == events[2].position
+        resumed = log.subscribe(consumer="indexer", poll_interval=0.01)
+        assert [next(resumed).data["i"] for _ in range(2)] == [3, 4]
+        log.save_checkpoint("indexer", events[4].position)
+        assert log.checkpoint("indexer") == events[4].position
