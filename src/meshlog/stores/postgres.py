@@ -27,6 +27,7 @@ from typing import Any, Final
 import psycopg
 from psycopg import Connection, sql
 from psycopg.rows import TupleRow
+from psycopg.types.json import set_json_loads
 from psycopg_pool import ConnectionPool, PoolTimeout
 
 from meshlog._concurrency import Condition
@@ -61,6 +62,16 @@ _TEXT_CLAUSE: Final = (
     "WHERE jsonb_typeof(v) = 'string' AND strpos(lower(v #>> ARRAY[]::text[]), lower(%s)) > 0)"
 )
 _EXPECTED: Final = {StreamState.ANY: None, StreamState.NO_STREAM: -1, StreamState.STREAM_EXISTS: -2}
+
+
+_decode = json.JSONDecoder().decode
+
+
+def _loads(data: str | bytes) -> Any:
+    """jsonb values to Python, skipping json.loads' encoding detection (PostgreSQL always sends UTF-8)."""
+    if data == b"{}":
+        return {}
+    return _decode(data if isinstance(data, str) else bytes(data).decode())
 
 
 def _event(row: TupleRow) -> RecordedEvent:
@@ -275,6 +286,7 @@ class PostgresStore:
 
     @staticmethod
     def _configure(conn: Connection[TupleRow]) -> None:
+        set_json_loads(_loads, conn)
         conn.execute("SET TIME ZONE 'UTC'")
 
     def open(self) -> None:
