@@ -14,7 +14,7 @@ import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, Final, TypeAlias
+from typing import Any, Final, NamedTuple, TypeAlias
 
 __all__ = [
     "ANY",
@@ -91,16 +91,20 @@ class NewEvent:
     external_parent: bool = False
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
-class RecordedEvent:
-    """An event as the store recorded it. Immutable: a later fact about it is a new event."""
+class RecordedEvent(NamedTuple):
+    """An event as the store recorded it. Immutable: a later fact about it is a new event.
+
+    ``position`` is the global order, strictly increasing in commit order (not necessarily gapless);
+    ``stream_position`` is 1, 2, 3 ... within the stream, without gaps; ``root_id`` is the first event of this
+    event's causal chain (the event itself when it has no parent) and ``depth`` its distance from it.
+
+    A named tuple: immutable, compared by value, and cheap to build for every row a query returns.
+    """
 
     id: str
     position: int
-    """Global order, strictly increasing in commit order (not necessarily gapless)."""
     stream: str
     stream_position: int
-    """1, 2, 3 ... within the stream, gapless."""
     type: str
     version: int
     data: dict[str, Any]
@@ -110,9 +114,7 @@ class RecordedEvent:
     agent_id: str | None
     parent_id: str | None
     root_id: str
-    """The first event of this event's causal chain (the event itself when it has no parent)."""
     depth: int
-    """0 for an event without parent, the parent's depth + 1 otherwise."""
     related: tuple[str, ...]
     idempotency_key: str | None
     tenant: str

@@ -10,7 +10,7 @@ import bisect
 import json
 import threading
 from collections.abc import Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from meshlog._validation import AppendRequest
@@ -29,7 +29,7 @@ class _Row:
     metadata_json: str
 
     def load(self) -> RecordedEvent:
-        return replace(self.event, data=json.loads(self.data_json), metadata=json.loads(self.metadata_json))
+        return self.event._replace(data=json.loads(self.data_json), metadata=json.loads(self.metadata_json))
 
 
 @dataclass(slots=True)

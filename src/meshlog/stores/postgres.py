@@ -54,8 +54,8 @@ _PARTITION_MONTHS_AHEAD: Final = 3
 _PARTITION_MARGIN: Final = timedelta(days=20)
 _POLL_SECONDS: Final = 1.0
 _COLUMNS: Final = (
-    "position, id::text, tenant, stream, stream_position, type, version, data, metadata, trace_id, task_id, "
-    "agent_id, parent_id::text, root_id::text, depth, related::text[], idempotency_key, occurred_at, recorded_at"
+    "id::text, position, stream, stream_position, type, version, data, metadata, trace_id, task_id, agent_id, "
+    "parent_id::text, root_id::text, depth, related::text[], idempotency_key, tenant, occurred_at, recorded_at"
 )
 _TEXT_CLAUSE: Final = (
     "EXISTS (SELECT 1 FROM jsonb_path_query(data, 'strict $.**') AS v "
@@ -75,27 +75,11 @@ def _loads(data: str | bytes) -> Any:
 
 
 def _event(row: TupleRow) -> RecordedEvent:
+    # Positional, in _COLUMNS order (RecordedEvent's field order): this runs for every row read.
     return RecordedEvent(
-        position=row[0],
-        id=row[1],
-        tenant=row[2],
-        stream=row[3],
-        stream_position=row[4],
-        type=row[5],
-        version=row[6],
-        data=row[7],
-        metadata=row[8],
-        trace_id=row[9],
-        task_id=row[10],
-        agent_id=row[11],
-        parent_id=row[12],
-        root_id=row[13],
-        depth=row[14],
-        related=tuple(row[15]) if row[15] else (),
-        idempotency_key=row[16],
-        occurred_at=row[17],
-        recorded_at=row[18],
-    )
+        row[0], row[1], row[2], row[3], row[4], row[5], row[6], row[7], row[8], row[9], row[10], row[11],
+        row[12], row[13], tuple(row[14]) if row[14] else (), row[15], row[16], row[17], row[18],
+    )  # fmt: skip
 
 
 def _event_from_json(row: dict[str, Any]) -> RecordedEvent:

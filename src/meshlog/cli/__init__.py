@@ -1,0 +1,608 @@
+"""The ``meshlog`` command: emit, query, replay and list events from a shell.
+
+Every command opens the store named by ``--url`` (else ``$MESHLOG_URL``, ``$DATABASE_URL``,
+``$PG_PRIMARY_URL``, else ``sqlite:///./meshlog.db``) the way :func:`meshlog.connect` does, schema migration
+included, and closes it when done. ``demo`` is the exception: it writes into ``sqlite:///meshlog-demo.db``
+unless ``--url`` is given on its command line, never into the store of an environment variable.
+
+Exit codes:
+
+- ``0``: done.
+- ``1``: meshlog could not do it: the store is unreachable or failed (``StoreError``), a concurrency conflict
+  (``WrongExpectedVersion``, ``IdempotencyConflict``), a store URL or option meshlog cannot use
+  (``ConfigurationError``), no such event (``NotFound``).
+- ``2``: the input is invalid and nothing was written: an unknown option or bad option value (click's usage
+  errors), a JSON argument that is not a JSON object, a value meshlog rejects (``ValidationError``,
+  ``InvalidCursor``).
+
+A meshlog error is reported as one line on stderr, ``Error: <ErrorClass>: <message>``, never as a traceback.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import sys
+from collections.abc import Collection, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import IO, Any, Final
+
+import click
+from click.core import ParameterSource
+
+import meshlog
+from meshlog.errors import InvalidCursor, MeshlogError, ValidationError
+
+__all__ = ["DEMO_URL", "EXIT_FAILURE", "EXIT_USAGE", "CliError", "Console", "InputError", "main"]
+
+EXIT_FAILURE: Final = 1
+"""meshlog could not do what was asked (store, concurrency or configuration error)."""
+EXIT_USAGE: Final = 2
+"""The input is invalid; nothing was written."""
+DEMO_URL: Final = "sqlite:///meshlog-demo.db"
+"""Where ``meshlog demo`` writes unless ``--url`` is given."""
+
+_AGE_RE: Final = re.compile(r"(\d+)\s*([smhdw])")
+_AGE_UNITS: Final = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
+
+
+# -- output ------------------------------------------------------------------------------------------------------
+class Console:
+    """Human-readable output through :func:`click.echo`: lines, headings, key/value blocks and tables.
+
+    Styling (bold headings, dim notes) is dropped by click when the output is not a terminal. Tables are cut
+    to ``width``: by default the terminal's width (or ``$COLUMNS``), and no limit when the output is a pipe
+    or file, so that ``grep`` sees every character.
+    """
+
+    def __init__(self, file: IO[str] | None = None, *, color: bool | None = None, width: int | None = None) -> None:
+        self.file = file
+        self.color = color
+        if width is None and (os.environ.get("COLUMNS") or _isatty(file or sys.stdout)):
+            width = shutil.get_terminal_size().columns
+        self.width = width
+
+    def print(self, text: str = "", **style: Any) -> None:
+        """One line (``style`` as for :func:`click.style`, e.g. ``bold=True``)."""
+        click.echo(click.style(text, **style) if style else text, file=self.file, color=self.color)
+
+    def heading(self, title: str, note: str = "") -> None:
+        """A blank line, then ``title`` in bold and an optional dim ``note`` after it."""
+        self.print()
+        line = click.style(title, bold=True)
+        if note:
+            line += "  " + click.style(note, dim=True)
+        click.echo(line, file=self.file, color=self.color)
+
+    def fields(self, pairs: Sequence[tuple[str, object]], *, indent: int = 2) -> None:
+        """``name  value`` lines, the values aligned."""
+        if not pairs:
+            return
+        width = max(len(name) for name, _ in pairs)
+        for name, value in pairs:
+            self.print(f"{' ' * indent}{name.ljust(width)}  {_cell(value)}")
+
+    def table(
+        self,
+        headers: Sequence[str],
+        rows: Sequence[Sequence[object]],
+        *,
+        numeric: Collection[int] = (),
+        indent: int = 2,
+    ) -> None:
+        """Rows under a header and a rule; ``numeric`` columns right-aligned; the last column is cut to fit
+        the console's width."""
+        cells = [[_cell(value) for value in row] for row in rows]
+        widths = [len(h) for h in headers]
+        for row in cells:
+            for i, cell in enumerate(row):
+                widths[i] = max(widths[i], len(cell))
+        if self.width is not None:
+            fixed = indent + sum(widths[:-1]) + 2 * (len(widths) - 1)
+            widths[-1] = max(len(headers[-1]), min(widths[-1], self.width - 1 - fixed))
+
+        def line(values: Sequence[str]) -> str:
+            parts = []
+            for i, value in enumerate(values):
+                value = _clip(value, widths[i])
+                parts.append(value.rjust(widths[i]) if i in numeric else value.ljust(widths[i]))
+            return (" " * indent + "  ".join(parts)).rstrip()
+
+        self.print(line(headers), bold=True)
+        self.print(" " * indent + "  ".join("-" * w for w in widths))
+        for row in cells:
+            self.print(line(row))
+
+
+def _isatty(stream: IO[str]) -> bool:
+    try:
+        return stream.isatty()
+    except (AttributeError, ValueError):
+        return False
+
+
+def _cell(value: object) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, datetime):
+        return format_time(value)
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, float):
+        return f"{value:.1f}"
+    if isinstance(value, (dict, list)):
+        return compact_json(value)
+    return " ".join(str(value).split())
+
+
+def _clip(text: str, width: int) -> str:
+    return text if len(text) <= width else text[: max(width - 3, 0)] + "..."
+
+
+def format_time(value: datetime) -> str:
+    """A timestamp as UTC ISO 8601 with milliseconds: ``2026-01-31T09:30:00.123Z``."""
+    return value.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def compact_json(value: object) -> str:
+    """One-line JSON without spaces after separators (non-ASCII kept)."""
+    return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
+
+
+def _print_json(value: object) -> None:
+    click.echo(json.dumps(value, ensure_ascii=False, indent=2))
+
+
+# -- errors ------------------------------------------------------------------------------------------------------
+class CliError(click.ClickException):
+    """An error reported as ``Error: <message>`` on stderr, exit code 1."""
+
+    exit_code = EXIT_FAILURE
+
+
+class InputError(CliError):
+    """Invalid input, nothing written: ``Error: <message>`` on stderr, exit code 2."""
+
+    exit_code = EXIT_USAGE
+
+
+def _from_meshlog(exc: MeshlogError) -> CliError:
+    message = f"{type(exc).__name__}: {' '.join(str(exc).split()) or '(no message)'}"
+    if isinstance(exc, (ValidationError, InvalidCursor)):
+        return InputError(message)
+    return CliError(message)
+
+
+class _Group(click.Group):
+    """The ``meshlog`` group: turns meshlog's errors into one-line messages and exit codes."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except MeshlogError as exc:
+            raise _from_meshlog(exc) from exc
+
+
+# -- options and arguments ---------------------------------------------------------------------------------------
+@dataclass(frozen=True, slots=True)
+class _Settings:
+    url: str | None
+    url_on_command_line: bool
+    tenant: str | None
+
+
+def _open(ctx: click.Context, url: str | None = None, *, migrate: bool = True) -> meshlog.EventLog:
+    """Connect to the store (``url``, else the group's ``--url``); closed when the command ends."""
+    settings = ctx.find_object(_Settings) or _Settings(None, False, None)
+    log = meshlog.connect(url or settings.url, tenant=settings.tenant, migrate=migrate)
+    return ctx.with_resource(log)
+
+
+def _parse_object(text: str) -> dict[str, Any]:
+    """The JSON object in ``text`` (``-`` reads standard input). Raises CliError (exit 2)."""
+    if text == "-":
+        text = sys.stdin.read()
+    try:
+        value = json.loads(text, parse_constant=_reject_constant)
+    except ValueError as exc:
+        raise InputError(f"JSON argument is not valid JSON: {exc}") from None
+    if not isinstance(value, dict):
+        kind = "array" if isinstance(value, list) else type(value).__name__
+        raise InputError(f'JSON argument must be a JSON object such as {{"key": "value"}}, got a JSON {kind}')
+    return value
+
+
+def _reject_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not a JSON number")
+
+
+def _timestamp(ctx: click.Context, param: click.Parameter, value: str | None) -> datetime | None:
+    """ISO 8601 (UTC when no offset is given), or an age such as ``30s``, ``15m``, ``2h``, ``7d``, ``1w``."""
+    if value is None:
+        return None
+    text = value.strip()
+    age = _AGE_RE.fullmatch(text)
+    if age:
+        return datetime.now(UTC) - timedelta(**{_AGE_UNITS[age.group(2)]: int(age.group(1))})
+    try:
+        parsed = datetime.fromisoformat(text)
+    except ValueError:
+        raise click.BadParameter(
+            f"{text!r} is neither an ISO 8601 timestamp (2026-01-31T09:30:00Z) nor an age (15m, 2h, 7d)"
+        ) from None
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+
+
+def _examples(*lines: str) -> str:
+    """A help epilog: an ``Examples:`` block kept verbatim by click's formatter."""
+    return "\b\nExamples:\n" + "\n".join(f"  {line}" for line in lines)
+
+
+# -- the group ---------------------------------------------------------------------------------------------------
+@click.group(
+    cls=_Group,
+    context_settings={"help_option_names": ["-h", "--help"]},
+    epilog=_examples(
+        'meshlog --url sqlite:///events.db emit task.dispatched \'{"capability": "code"}\' --task-id 42',
+        "meshlog --url sqlite:///events.db query --task-id 42",
+    ),
+)
+@click.version_option(meshlog.__version__, "--version", prog_name="meshlog", message="%(prog)s %(version)s")
+@click.option(
+    "--url",
+    envvar="MESHLOG_URL",
+    metavar="URL",
+    help="Store URL: sqlite:///relative.db, sqlite:////absolute.db, postgresql://user@host/db or memory://. "
+    "Default: $MESHLOG_URL, else $DATABASE_URL, else $PG_PRIMARY_URL, else sqlite:///./meshlog.db.",
+)
+@click.option(
+    "--tenant",
+    envvar="MESHLOG_TENANT",
+    metavar="NAME",
+    help="Tenant whose events are read and written. Default: $MESHLOG_TENANT, else 'default'.",
+)
+@click.pass_context
+def main(ctx: click.Context, url: str | None, tenant: str | None) -> None:
+    """meshlog: a durable, append-only event store for AI-agent systems.
+
+    Emit events, query them, replay a stream and list streams, in SQLite, PostgreSQL or memory. Errors are
+    one line on stderr; exit code 1 when meshlog could not do it (store, conflict, configuration), 2 when
+    the input is invalid (nothing was written).
+    """
+    on_command_line = ctx.get_parameter_source("url") is ParameterSource.COMMANDLINE
+    ctx.obj = _Settings(url=url, url_on_command_line=on_command_line, tenant=tenant)
+
+
+# -- commands ----------------------------------------------------------------------------------------------------
+@main.command(
+    short_help="Create or upgrade the schema.",
+    epilog=_examples(
+        "meshlog --url sqlite:///events.db migrate",
+        "MESHLOG_URL=postgresql://app@db.internal/events meshlog migrate",
+    ),
+)
+@click.pass_context
+def migrate(ctx: click.Context) -> None:
+    """Create or upgrade the store's schema, then print the store URL.
+
+    Safe to run repeatedly and from several processes at once. Every other command also migrates when it
+    opens the store; run this first when the schema should exist before the first writer starts.
+    """
+    log = _open(ctx, migrate=False)
+    log.migrate()
+    click.echo(f"{log.url} migrated")
+
+
+@main.command(
+    short_help="Write a sample multi-agent run and show it.",
+    epilog=_examples(
+        "meshlog demo",
+        "meshlog demo --url sqlite:////tmp/demo.db",
+        "meshlog --url sqlite:///meshlog-demo.db query --type task.retry",
+    ),
+)
+@click.option(
+    "--url",
+    "demo_url",
+    metavar="URL",
+    help=f"Store to write into. Default: {DEMO_URL} (environment variables are ignored here).",
+)
+@click.pass_context
+def demo(ctx: click.Context, demo_url: str | None) -> None:
+    """Write a sample multi-agent run and show what query and replay see.
+
+    An orchestrator turns a user request into three tasks for three agents, with LLM calls, tool calls,
+    progress, a timeout that fails one task, its retry, a deployment and the end of the epic. Every
+    invocation writes a new run (its own trace id and task ids) beside the earlier ones, so running it
+    twice is fine.
+
+    \b
+    Writes into the --url given to demo (or to meshlog), else into
+    sqlite:///meshlog-demo.db in the current directory; never into the
+    store named by $MESHLOG_URL or the other URL variables.
+    """
+
+    from meshlog.demo import show_demo, write_demo
+
+    settings = ctx.find_object(_Settings)
+    url = demo_url or (settings.url if settings and settings.url_on_command_line else None) or DEMO_URL
+    log = _open(ctx, url)
+    summary = write_demo(log)
+    show_demo(log, summary, Console())
+
+
+@main.command(
+    short_help="Append one event and print it.",
+    epilog=_examples(
+        'meshlog emit task.dispatched \'{"capability": "code"}\' --task-id 42 --agent-id orchestrator',
+        'meshlog emit llm.call \'{"model": "gpt-4o"}\' --task-id 42 --parent-id <id> --idempotency-key call-7',
+        "echo '{\"exit_code\": 0}' | meshlog emit job.finished - --json",
+    ),
+)
+@click.argument("event_type", metavar="TYPE")
+@click.argument("data", metavar="[JSON]", required=False, default="{}")
+@click.option(
+    "--stream",
+    metavar="NAME",
+    help="Stream to append to. Default: task:<task-id>, else trace:<trace-id>, else agent:<agent-id>, else 'default'.",
+)
+@click.option("--trace-id", metavar="ID", help="Id of the whole run this event belongs to.")
+@click.option("--task-id", metavar="ID", help="Id of the task this event belongs to.")
+@click.option("--agent-id", metavar="ID", help="Id of the agent that emits the event.")
+@click.option("--parent-id", metavar="ID", help="Id of the event that caused this one.")
+@click.option(
+    "--idempotency-key",
+    metavar="KEY",
+    help="A retry with the same key and content returns the first event instead of writing again.",
+)
+@click.option("--json", "as_json", is_flag=True, help="Print the recorded event as JSON.")
+@click.pass_context
+def emit(
+    ctx: click.Context,
+    event_type: str,
+    data: str,
+    stream: str | None,
+    trace_id: str | None,
+    task_id: str | None,
+    agent_id: str | None,
+    parent_id: str | None,
+    idempotency_key: str | None,
+    as_json: bool,
+) -> None:
+    """Append one event of type TYPE with JSON data and print it as recorded.
+
+    JSON must be a JSON object (default {}); '-' reads it from standard input. Invalid JSON or a value
+    meshlog rejects exits with code 2 and writes nothing.
+    """
+    payload = _parse_object(data)
+    log = _open(ctx)
+    event = log.emit(
+        event_type,
+        payload,
+        stream=stream,
+        trace_id=trace_id,
+        task_id=task_id,
+        agent_id=agent_id,
+        parent_id=parent_id,
+        idempotency_key=idempotency_key,
+    )
+    if as_json:
+        _print_json(event.to_dict())
+        return
+    console = Console()
+    console.print(f"recorded {event.type} at position {event.position}", bold=True)
+    console.fields(
+        [
+            ("id", event.id),
+            ("stream", f"{event.stream} (version {event.stream_position})"),
+            ("trace", event.trace_id),
+            ("task", event.task_id),
+            ("agent", event.agent_id),
+            ("parent", event.parent_id),
+            ("root", f"{event.root_id} (depth {event.depth})"),
+            ("recorded", event.recorded_at),
+            ("data", compact_json(event.data)),
+        ]
+    )
+
+
+@main.command(
+    short_help="Print the events that match filters.",
+    epilog=_examples(
+        "meshlog query --agent-id test-runner --order desc --limit 10",
+        "meshlog query --trace-id run-7f3a --type llm.error --type task.result.failure",
+        "meshlog query --since 1h --text timeout --json",
+    ),
+)
+@click.option("--stream", metavar="NAME", help="Only events of this stream.")
+@click.option("--type", "types", multiple=True, metavar="TYPE", help="Only events of this type (repeatable).")
+@click.option("--trace-id", metavar="ID", help="Only events with this trace id.")
+@click.option("--task-id", metavar="ID", help="Only events with this task id.")
+@click.option("--agent-id", metavar="ID", help="Only events with this agent id.")
+@click.option("--text", help="Only events with a string in their data that contains TEXT (ASCII case ignored).")
+@click.option(
+    "--since",
+    metavar="TIME",
+    callback=_timestamp,
+    help="Recorded at or after: ISO 8601 (UTC if no offset) or an age (15m, 2h).",
+)
+@click.option(
+    "--until",
+    metavar="TIME",
+    callback=_timestamp,
+    help="Recorded before: ISO 8601 (UTC if no offset) or an age (15m, 2h).",
+)
+@click.option(
+    "--order",
+    type=click.Choice(["asc", "desc"]),
+    default="asc",
+    show_default=True,
+    help="Position order; desc shows the latest first.",
+)
+@click.option(
+    "--limit", type=click.IntRange(1, 1000), metavar="N", default=100, show_default=True, help="Events per page."
+)
+@click.option("--cursor", metavar="CURSOR", help="Continue after the page that printed this cursor.")
+@click.option("--json", "as_json", is_flag=True, help="Print the page as JSON: events, has_more, next_cursor.")
+@click.pass_context
+def query(
+    ctx: click.Context,
+    stream: str | None,
+    types: tuple[str, ...],
+    trace_id: str | None,
+    task_id: str | None,
+    agent_id: str | None,
+    text: str | None,
+    since: datetime | None,
+    until: datetime | None,
+    order: str,
+    limit: int,
+    cursor: str | None,
+    as_json: bool,
+) -> None:
+    """Print one page of the events that match every given filter.
+
+    The table shows position, recorded_at (UTC), stream, type, agent and the data, cut to fit the terminal;
+    --json prints everything. When more events match, the last line gives the --cursor for the next page.
+    """
+    log = _open(ctx)
+    page = log.query(
+        stream=stream,
+        types=types or None,
+        trace_id=trace_id,
+        task_id=task_id,
+        agent_id=agent_id,
+        text=text,
+        since=since,
+        until=until,
+        order="desc" if order == "desc" else "asc",
+        limit=limit,
+        cursor=cursor,
+    )
+    if as_json:
+        _print_json(
+            {
+                "events": [event.to_dict() for event in page.events],
+                "has_more": page.has_more,
+                "next_cursor": page.next_cursor,
+            }
+        )
+        return
+    console = Console()
+    if not page.events:
+        console.print("no events match")
+        return
+    console.table(
+        ["position", "recorded_at", "stream", "type", "agent", "data"],
+        [(e.position, e.recorded_at, e.stream, e.type, e.agent_id, compact_json(e.data)) for e in page.events],
+        numeric={0},
+        indent=0,
+    )
+    noun = "event" if len(page.events) == 1 else "events"
+    if page.has_more:
+        console.print(f"{len(page.events)} {noun}; more match, next page: --cursor {page.next_cursor}")
+    else:
+        console.print(f"{len(page.events)} {noun}")
+
+
+def _count_type(state: dict[str, int], event: meshlog.RecordedEvent) -> dict[str, int]:
+    state[event.type] = state.get(event.type, 0) + 1
+    return state
+
+
+@main.command(
+    short_help="Replay a stream, counting events by type.",
+    epilog=_examples(
+        "meshlog replay task:42",
+        "meshlog replay task:42 --to-version 5 --json",
+    ),
+)
+@click.argument("stream")
+@click.option("--to-version", type=click.IntRange(min=1), metavar="N", help="Stop after stream version N.")
+@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+@click.pass_context
+def replay(ctx: click.Context, stream: str, to_version: int | None, as_json: bool) -> None:
+    """Replay STREAM through a projection that counts its events by type.
+
+    Prints the projection's state (events per type, in order of first appearance) and the replay's
+    figures: events replayed, last version applied and duration in milliseconds.
+    """
+    log = _open(ctx)
+    projection: meshlog.FunctionProjection[dict[str, int]] = meshlog.FunctionProjection(dict, _count_type)
+    result = log.replay(stream, projection, to_version=to_version)
+    if as_json:
+        _print_json(
+            {
+                "stream": stream,
+                "state": result.state,
+                "events_replayed": result.events_replayed,
+                "last_version": result.last_version,
+                "duration_ms": round(result.duration_ms, 3),
+            }
+        )
+        return
+    console = Console()
+    console.print(f"replay of {stream}", bold=True)
+    console.fields(
+        [
+            ("events_replayed", result.events_replayed),
+            ("last_version", result.last_version),
+            ("duration_ms", f"{result.duration_ms:.2f}"),
+        ]
+    )
+    if not result.state:
+        console.print(f"stream {stream!r} has no events")
+        return
+    console.print()
+    console.table(["type", "count"], list(result.state.items()), numeric={1})
+
+
+@main.command(
+    short_help="List streams and their versions.",
+    epilog=_examples(
+        "meshlog streams",
+        "meshlog streams --prefix task: --json",
+    ),
+)
+@click.option("--prefix", metavar="PREFIX", help="Only streams whose name starts with PREFIX.")
+@click.option("--after", metavar="STREAM", help="Only streams after this name (for the next page).")
+@click.option(
+    "--limit", type=click.IntRange(1, 1000), metavar="N", default=100, show_default=True, help="Streams to list."
+)
+@click.option("--json", "as_json", is_flag=True, help="Print the streams as JSON.")
+@click.pass_context
+def streams(ctx: click.Context, prefix: str | None, after: str | None, limit: int, as_json: bool) -> None:
+    """List streams by name with their version (number of events) and last position."""
+    log = _open(ctx)
+    infos = log.list_streams(prefix=prefix, after=after, limit=limit)
+    if as_json:
+        _print_json(
+            [
+                {
+                    "stream": info.stream,
+                    "version": info.version,
+                    "last_position": info.last_position,
+                    "created_at": info.created_at.isoformat(),
+                    "updated_at": info.updated_at.isoformat(),
+                }
+                for info in infos
+            ]
+        )
+        return
+    console = Console()
+    if not infos:
+        console.print("no streams")
+        return
+    console.table(
+        ["stream", "version", "last_position", "updated_at"],
+        [(i.stream, i.version, i.last_position, i.updated_at) for i in infos],
+        numeric={1, 2},
+        indent=0,
+    )
+    if len(infos) == limit:
+        console.print(f"{len(infos)} streams; more may exist, next page: --after {infos[-1].stream}")
+    else:
+        console.print(f"{len(infos)} stream{'' if len(infos) == 1 else 's'}")
