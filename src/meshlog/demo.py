@@ -724,15 +724,20 @@ def show_demo(log: EventLog, summary: DemoSummary, console: Console | None = Non
         ]
     )
 
-    base = f"meshlog --url {summary.url}"
     out.heading("Explore")
-    for line in (
-        f"{base} query --trace-id {trace}",
-        f"{base} query --agent-id {agent} --order desc --limit 5",
-        f"{base} replay {stream}",
-        f"{base} streams",
-    ):
-        out.print(f"  {line}")
+    if summary.url.startswith("memory:"):
+        out.print("  a memory:// store keeps nothing once the process ends; write the demo to a file to explore it")
+    else:
+        base = f"meshlog --url {summary.url}"
+        if log.tenant != "default":
+            base += f" --tenant {log.tenant}"
+        for line in (
+            f"{base} query --trace-id {trace}",
+            f"{base} query --agent-id {agent} --order desc --limit 5",
+            f"{base} replay {stream}",
+            f"{base} streams",
+        ):
+            out.print(f"  {line}")
     return DemoReport(
         agent_id=agent,
         agent_events=recent,

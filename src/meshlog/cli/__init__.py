@@ -210,9 +210,19 @@ def _parse_object(text: str) -> dict[str, Any]:
     except ValueError as exc:
         raise InputError(f"JSON argument is not valid JSON: {exc}") from None
     if not isinstance(value, dict):
-        kind = "array" if isinstance(value, list) else type(value).__name__
+        kind = _JSON_KINDS.get(type(value), type(value).__name__)
         raise InputError(f'JSON argument must be a JSON object such as {{"key": "value"}}, got a JSON {kind}')
     return value
+
+
+_JSON_KINDS: Final[dict[type, str]] = {
+    list: "array",
+    str: "string",
+    int: "number",
+    float: "number",
+    bool: "boolean",
+    type(None): "null",
+}
 
 
 def _reject_constant(name: str) -> Any:
