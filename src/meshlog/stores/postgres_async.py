@@ -275,6 +275,13 @@ class AsyncPostgresStore:
     async def open(self) -> None:
         """Open the pool; raises StoreUnavailable when the server cannot be reached."""
         try:
+            # One direct connection first: it fails fast with the server's own reason, where the pool would
+            # retry quietly until its timeout.
+            probe = await AsyncConnection.connect(self._conninfo, connect_timeout=max(1, int(self._connect_timeout)))
+            await probe.close()
+        except psycopg.Error as exc:
+            raise StoreUnavailable(f"cannot connect to PostgreSQL at {self.url}: {exc}") from exc
+        try:
             await self._pool.open(wait=True, timeout=self._connect_timeout)
         except (PoolTimeout, psycopg.Error) as exc:
             await self._pool.close()
