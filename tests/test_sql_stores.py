@@ -3,6 +3,7 @@ acknowledged events survive ``kill -9``, several processes can share a store, mi
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import sqlite3
@@ -10,6 +11,7 @@ import subprocess
 import sys
 import textwrap
 import time
+import uuid
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from pathlib import Path
@@ -22,6 +24,7 @@ import meshlog
 from meshlog import NewEvent, StoreUnavailable
 
 SQL_STORES = ("sqlite", "postgres")
+ROOT = Path(__file__).resolve().parent.parent
 
 
 @pytest.fixture(params=SQL_STORES)
@@ -188,7 +191,9 @@ def test_concurrent_migrations_are_safe(pg_url: str) -> None:
     dsn, schema = pg_url.split("?schema=")
     with psycopg.connect(dsn) as pg:
         rows = pg.execute(sql.SQL("SELECT version FROM {}.schema_migrations").format(sql.Identifier(schema))).fetchall()
-    assert rows == [(1,)]
+    shipped = sorted((ROOT / "src/meshlog/stores/sql/postgres").glob("*.sql"))
+    assert sorted(rows) == [(int(path.name.split("_")[0]),) for path in shipped]
+    assert len(shipped) >= 2
 
 
 @pytest.mark.postgres
@@ -242,3 +247,25 @@ def closed_log(tmp_path: Path) -> meshlog.EventLog:
 def test_closed_store_raises_store_error(closed_log: meshlog.EventLog) -> None:
     with pytest.raises(meshlog.StoreError):
         closed_log.emit("x")
+
+
+def test_sqlite_upgrade_keeps_related_links(tmp_path: Path) -> None:
+    from meshlog.stores import sqlite as sqlite_store
+
+    path = tmp_path / "old.db"
+    version, script = sqlite_store._migrations()[0]
+    with sqlite3.connect(path) as conn:  # a database written by meshlog's first schema version
+        conn.execute("CREATE TABLE meshlog_migrations (version INTEGER PRIMARY KEY, applied_at INTEGER NOT NULL)")
+        for statement in sqlite_store._statements(script):
+            conn.execute(statement)
+        conn.execute("INSERT INTO meshlog_migrations VALUES (?, 0)", (version,))
+        ids = [str(uuid.uuid4()) for _ in range(3)]
+        for position, (event_id, related) in enumerate(zip(ids, [None, None, json.dumps([ids[0]])], strict=True), 1):
+            conn.execute(
+                "INSERT INTO events (position, id, tenant, stream, stream_position, type, version, data, "
+                "metadata, root_id, depth, related, recorded_at) "
+                "VALUES (?, ?, 'default', 's', ?, 't', 1, '{}', '{}', ?, 0, ?, 0)",
+                (position, event_id, position, event_id, related),
+            )
+    with meshlog.connect(f"sqlite:///{path}") as log:
+        assert {n.event.id for n in log.graph(ids[0]).nodes} == {ids[0], ids[2]}

@@ -180,7 +180,7 @@ def prepare(event: NewEvent, *, max_event_bytes: int, index: int | None = None) 
     related = event.related
     if isinstance(related, (str, bytes)) or not isinstance(related, Sequence):
         raise ValidationError(f"{at}related must be a list of event ids", field=f"{at}related", rule="type")
-    related_ids = tuple(_uuid(r, f"{at}related[{i}]") for i, r in enumerate(related))
+    related_ids = tuple(dict.fromkeys(_uuid(r, f"{at}related[{i}]") for i, r in enumerate(related)))
     occurred_at = event.occurred_at
     if occurred_at is not None and (not isinstance(occurred_at, datetime) or occurred_at.tzinfo is None):
         raise ValidationError(

@@ -120,6 +120,8 @@ class RecordedEvent(NamedTuple):
     tenant: str
     occurred_at: datetime | None
     recorded_at: datetime
+    outcome: dict[str, Any] | None = None
+    """The latest outcome recorded for this event, when read with ``with_outcome=True`` (else None)."""
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready dict (datetimes as ISO 8601 strings)."""
@@ -143,6 +145,7 @@ class RecordedEvent(NamedTuple):
             "tenant": self.tenant,
             "occurred_at": self.occurred_at.isoformat() if self.occurred_at else None,
             "recorded_at": self.recorded_at.isoformat(),
+            "outcome": self.outcome,
         }
 
 

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import time
 import uuid
@@ -10,13 +11,14 @@ from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import replace
 from datetime import datetime
 from types import TracebackType
-from typing import Any, Final, TypeVar
+from typing import Any, Final, TypeVar, cast
 
 from meshlog._commit import GroupCommitter
 from meshlog._validation import DEFAULT_MAX_EVENT_BYTES, check_tenant, prepare_request
 from meshlog.errors import MeshlogError, NotFound, ValidationError
 from meshlog.events import ANY, ExpectedVersion, NewEvent, RecordedEvent, StreamInfo
-from meshlog.projections import Projection, Replay
+from meshlog.lineage import OUTCOME_TYPE, Graph, Lineage
+from meshlog.projections import Projection, Replay, SnapshotProjection, supports_snapshots
 from meshlog.query import EventFilter, Order, Page, check_limit, check_order, make_page, resolve_page_request
 from meshlog.store import Store
 from meshlog.stores import open_store
@@ -153,16 +155,67 @@ class EventLog:
         return outcome
 
     # -- reading ------------------------------------------------------------------------------------------------
-    def get(self, event_id: str) -> RecordedEvent:
-        """The event with this id. Raises ``NotFound``."""
-        try:
-            canonical = str(uuid.UUID(str(event_id)))
-        except ValueError:
-            raise NotFound(f"no event {event_id!r} (not a UUID)") from None
-        event = self.store.get(self.tenant, canonical)
+    def get(self, event_id: str, *, with_outcome: bool = False) -> RecordedEvent:
+        """The event with this id. Raises ``NotFound``.
+
+        With ``with_outcome=True`` its ``outcome`` field holds the latest outcome recorded for it (see
+        :meth:`record_outcome`), or stays None.
+        """
+        event = self.store.get(self.tenant, _event_id(event_id))
         if event is None:
             raise NotFound(f"no event {event_id}")
+        if with_outcome:
+            latest = self.store.query(
+                self.tenant, EventFilter(parent_id=event.id, types=(OUTCOME_TYPE,)), order="desc", limit=1
+            )
+            if latest:
+                event = event._replace(outcome=latest[0].data.get("outcome"))
         return event
+
+    def record_outcome(
+        self,
+        event_id: str,
+        outcome: Mapping[str, Any],
+        *,
+        agent_id: str | None = None,
+        metadata: Mapping[str, Any] | None = None,
+        idempotency_key: str | None = None,
+    ) -> RecordedEvent:
+        """Record what came of an event, later: appends an ``outcome.recorded`` event to the same stream, a child
+        of the original (``parent_id``) that also names it in ``related``. The original stays untouched; read it
+        with ``get(event_id, with_outcome=True)`` to see the latest outcome folded in."""
+        original = self.get(event_id)
+        return self.emit(
+            OUTCOME_TYPE,
+            {"outcome": dict(outcome) if isinstance(outcome, Mapping) else outcome},
+            stream=original.stream,
+            trace_id=original.trace_id,
+            task_id=original.task_id,
+            agent_id=agent_id or original.agent_id,
+            parent_id=original.id,
+            related=(original.id,),
+            metadata=metadata,
+            idempotency_key=idempotency_key,
+        )
+
+    def lineage(self, event_id: str) -> Lineage:
+        """The event, its ancestors (root first) and all its descendants. Raises ``NotFound``."""
+        event = self.get(event_id)
+        found = self.store.lineage(self.tenant, event.id)
+        if found is None:
+            raise NotFound(f"no event {event_id}")
+        return Lineage(event, found[0], found[1])
+
+    def graph(self, event_id: str, *, max_depth: int = 3) -> Graph:
+        """The events within ``max_depth`` hops of the event through parent and related links, in both
+        directions, with the links between them. Raises ``NotFound``."""
+        if isinstance(max_depth, bool) or not isinstance(max_depth, int) or not 0 <= max_depth <= 50:
+            raise ValidationError("max_depth must be an integer from 0 to 50", field="max_depth", rule="range")
+        canonical = _event_id(event_id)
+        found = self.store.graph(self.tenant, canonical, max_depth=max_depth)
+        if not found:
+            raise NotFound(f"no event {event_id}")
+        return Graph.build(canonical, found)
 
     def query(
         self,
@@ -177,6 +230,7 @@ class EventLog:
         after_position: int | None = None,
         before_position: int | None = None,
         text: str | None = None,
+        parent_id: str | None = None,
         order: Order = "asc",
         limit: int = 100,
         cursor: str | None = None,
@@ -199,6 +253,7 @@ class EventLog:
             after_position=after_position,
             before_position=before_position,
             text=text,
+            parent_id=parent_id,
         )
         check_limit(limit)
         order = check_order(order)
@@ -248,17 +303,47 @@ class EventLog:
         """The position of the last committed event (0 when the store is empty)."""
         return self.store.head_position()
 
-    def replay(self, stream: str, projection: Projection[S], *, to_version: int | None = None) -> Replay[S]:
-        """Fold the stream (up to ``to_version``) through ``projection`` and return the state with figures."""
+    def replay(
+        self,
+        stream: str,
+        projection: Projection[S],
+        *,
+        to_version: int | None = None,
+        snapshot_every: int | None = None,
+    ) -> Replay[S]:
+        """Fold the stream (up to ``to_version``) through ``projection`` and return the state with figures.
+
+        With ``snapshot_every=N`` and a projection that supports snapshots (``name``, ``version``,
+        ``to_snapshot``, ``from_snapshot``), replay starts from the last saved snapshot and saves a new one
+        when at least N events were applied since, so a long stream is read only past its last snapshot.
+        """
         started = time.perf_counter()
+        if to_version is not None:
+            _check_version("to_version", to_version)
+        snapshots = snapshot_every is not None and supports_snapshots(projection)
+        snap_projection = cast("SnapshotProjection[S]", projection)
+        if snapshot_every is not None and (isinstance(snapshot_every, bool) or snapshot_every < 1):
+            raise ValidationError("snapshot_every must be an integer >= 1", field="snapshot_every", rule="min")
         state = projection.initial()
-        count = 0
         last = 0
-        for event in self.read_stream(stream, to_version=to_version):
+        base: int | None = None
+        saved: int | None = None
+        if snapshots:
+            snap = self.store.load_snapshot(self.tenant, stream, snap_projection.name, snap_projection.version)
+            if snap is not None:
+                saved = snap[0]
+                if to_version is None or snap[0] <= to_version:
+                    base = last = snap[0]
+                    state = snap_projection.from_snapshot(json.loads(snap[1]))
+        count = 0
+        for event in self.read_stream(stream, from_version=last + 1, to_version=to_version):
             state = projection.apply(state, event)
             count += 1
             last = event.stream_position
-        return Replay(state, count, last, (time.perf_counter() - started) * 1000.0)
+        if snapshots and snapshot_every is not None and last - (base or 0) >= snapshot_every and last > (saved or 0):
+            blob = json.dumps(snap_projection.to_snapshot(state), separators=(",", ":"))
+            self.store.save_snapshot(self.tenant, stream, snap_projection.name, snap_projection.version, last, blob)
+        return Replay(state, count, last, (time.perf_counter() - started) * 1000.0, base)
 
     def subscribe(
         self,
@@ -310,6 +395,14 @@ class EventLog:
         """Remember that ``consumer`` has processed every event up to ``position``."""
         _check_version("position", position)
         self.store.set_checkpoint(self.tenant, _consumer(consumer), position)
+
+
+def _event_id(value: object) -> str:
+    """The canonical form of an event id; NotFound for anything that is not a UUID (no such event can exist)."""
+    try:
+        return str(uuid.UUID(str(value)))
+    except ValueError:
+        raise NotFound(f"no event {value!r} (not a UUID)") from None
 
 
 def _check_version(name: str, value: object) -> None:

@@ -18,11 +18,11 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Generic, Protocol, TypeVar
+from typing import Any, Generic, Protocol, TypeVar, runtime_checkable
 
 from meshlog.events import RecordedEvent
 
-__all__ = ["FunctionProjection", "Projection", "Replay"]
+__all__ = ["FunctionProjection", "Projection", "Replay", "SnapshotProjection", "supports_snapshots"]
 
 S = TypeVar("S")
 
@@ -37,6 +37,31 @@ class Projection(Protocol[S]):
     def apply(self, state: S, event: RecordedEvent) -> S:
         """The state after ``event``."""
         ...
+
+
+@runtime_checkable
+class SnapshotProjection(Projection[S], Protocol):
+    """A projection whose state can be saved, so that replay can start from the last snapshot.
+
+    ``name`` and ``version`` identify the snapshots; bump ``version`` when ``apply`` changes, and older
+    snapshots are ignored.
+    """
+
+    name: str
+    version: int
+
+    def to_snapshot(self, state: S) -> dict[str, Any]:
+        """The state as a JSON object."""
+        ...
+
+    def from_snapshot(self, data: dict[str, Any]) -> S:
+        """The state back from :meth:`to_snapshot`'s output."""
+        ...
+
+
+def supports_snapshots(projection: object) -> bool:
+    """Whether ``projection`` implements :class:`SnapshotProjection`."""
+    return all(hasattr(projection, name) for name in ("name", "version", "to_snapshot", "from_snapshot"))
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,3 +87,6 @@ class Replay(Generic[S]):
     last_version: int
     """The stream position of the last event applied (0 when none was)."""
     duration_ms: float
+    snapshot_version: int | None = None
+    """The stream version of the snapshot the replay started from; ``events_replayed`` counts only the events
+    read after it. None when no snapshot was used."""

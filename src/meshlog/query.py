@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+import uuid
 from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from datetime import datetime
@@ -25,9 +26,9 @@ class EventFilter:
     """Which events a query or subscription wants. Every given field must match (AND).
 
     ``types`` matches any of the listed types; ``since`` is inclusive and ``until`` exclusive on
-    ``recorded_at``; ``after_position`` and ``before_position`` are exclusive; ``text`` matches events with a
-    string value anywhere in ``data`` that contains it, ignoring the case of ASCII letters (keys, numbers
-    and booleans are not searched).
+    ``recorded_at``; ``after_position`` and ``before_position`` are exclusive; ``parent_id`` selects the
+    direct children of an event; ``text`` matches events with a string value anywhere in ``data`` that
+    contains it, ignoring the case of ASCII letters (keys, numbers and booleans are not searched).
     """
 
     stream: str | None = None
@@ -40,6 +41,7 @@ class EventFilter:
     after_position: int | None = None
     before_position: int | None = None
     text: str | None = None
+    parent_id: str | None = None
 
     def __post_init__(self) -> None:
         if self.types is not None:
@@ -55,12 +57,18 @@ class EventFilter:
             value = getattr(self, name)
             if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 0):
                 raise ValidationError(f"{name} must be an integer >= 0", field=name, rule="min")
-        for name in ("stream", "trace_id", "task_id", "agent_id", "text"):
+        for name in ("stream", "trace_id", "task_id", "agent_id", "text", "parent_id"):
             value = getattr(self, name)
             if value is not None and not isinstance(value, str):
                 raise ValidationError(f"{name} must be a string", field=name, rule="type")
             if isinstance(value, str) and "\x00" in value:
                 raise ValidationError(f"{name} contains a NUL character", field=name, rule="no_nul")
+
+        if self.parent_id is not None:
+            try:
+                object.__setattr__(self, "parent_id", str(uuid.UUID(self.parent_id)))
+            except ValueError:
+                raise ValidationError("parent_id must be a UUID", field="parent_id", rule="uuid") from None
 
     def matches(self, event: RecordedEvent) -> bool:
         """Whether ``event`` passes this filter (the reference semantics every store follows)."""
@@ -73,6 +81,8 @@ class EventFilter:
         if self.task_id is not None and event.task_id != self.task_id:
             return False
         if self.agent_id is not None and event.agent_id != self.agent_id:
+            return False
+        if self.parent_id is not None and event.parent_id != self.parent_id:
             return False
         if self.since is not None and event.recorded_at < self.since:
             return False

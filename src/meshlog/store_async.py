@@ -107,6 +107,33 @@ class AsyncStore(Protocol):
         seconds. A hint only: callers re-query, so a spurious return is harmless."""
         ...
 
+    async def lineage(self, tenant: str, event_id: str) -> tuple[list[RecordedEvent], list[RecordedEvent]] | None:
+        """The event's ancestors (its root first, its parent last) and all its descendants (by position),
+        following ``parent_id`` within the tenant; None when the tenant has no such event."""
+        ...
+
+    async def graph(self, tenant: str, event_id: str, *, max_depth: int) -> list[tuple[RecordedEvent, int]]:
+        """The tenant's events reachable from ``event_id`` within ``max_depth`` hops, each with its distance.
+
+        A hop follows a parent link or a ``related`` link, in either direction. Every event appears once, at its
+        shortest distance (the start at 0); cycles are harmless. Ordered by distance, then position. Empty when the
+        tenant has no such event.
+        """
+        ...
+
+    async def save_snapshot(
+        self, tenant: str, stream: str, projection: str, projection_version: int, stream_version: int, state: str
+    ) -> None:
+        """Keep ``state`` (JSON text) as the snapshot of ``projection`` over ``stream`` at ``stream_version``,
+        replacing the previous one."""
+        ...
+
+    async def load_snapshot(
+        self, tenant: str, stream: str, projection: str, projection_version: int
+    ) -> tuple[int, str] | None:
+        """The stream version and JSON state of the snapshot saved for this projection and version, or None."""
+        ...
+
     async def get_checkpoint(self, tenant: str, consumer: str) -> int | None:
         """The position a consumer saved, or None."""
         ...

@@ -27,7 +27,7 @@ def where(
     """
     parts = [f"tenant = {ph}"]
     params: list[object] = [tenant]
-    for column in ("stream", "trace_id", "task_id", "agent_id"):
+    for column in ("stream", "trace_id", "task_id", "agent_id", "parent_id"):
         value = getattr(flt, column)
         if value is not None:
             parts.append(f"{column} = {ph}")

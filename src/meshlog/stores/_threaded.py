@@ -88,6 +88,24 @@ class AsyncThreadedStore:
                 return
             await asyncio.sleep(min(remaining, self._poll))
 
+    async def lineage(self, tenant: str, event_id: str) -> tuple[list[RecordedEvent], list[RecordedEvent]] | None:
+        return await self._call(self.sync_store.lineage, tenant, event_id)
+
+    async def graph(self, tenant: str, event_id: str, *, max_depth: int) -> list[tuple[RecordedEvent, int]]:
+        return await self._call(self.sync_store.graph, tenant, event_id, max_depth=max_depth)
+
+    async def save_snapshot(
+        self, tenant: str, stream: str, projection: str, projection_version: int, stream_version: int, state: str
+    ) -> None:
+        await self._call(
+            self.sync_store.save_snapshot, tenant, stream, projection, projection_version, stream_version, state
+        )
+
+    async def load_snapshot(
+        self, tenant: str, stream: str, projection: str, projection_version: int
+    ) -> tuple[int, str] | None:
+        return await self._call(self.sync_store.load_snapshot, tenant, stream, projection, projection_version)
+
     async def get_checkpoint(self, tenant: str, consumer: str) -> int | None:
         return await self._call(self.sync_store.get_checkpoint, tenant, consumer)
 

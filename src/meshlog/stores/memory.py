@@ -51,6 +51,9 @@ class MemoryStore:
         self._streams: dict[tuple[str, str], _Stream] = {}
         self._keys: dict[tuple[str, str], _Row] = {}
         self._checkpoints: dict[tuple[str, str], int] = {}
+        self._children: dict[str, list[_Row]] = {}
+        self._referrers: dict[str, list[_Row]] = {}
+        self._snapshots: dict[tuple[str, str, str], tuple[int, int, str]] = {}
 
     # -- StateReader (plan_append calls these with the lock held) ----------------------------------------
     def stream_version(self, tenant: str, stream: str) -> int:
@@ -101,6 +104,10 @@ class MemoryStore:
                     stream.updated_at = now
                     if event.idempotency_key is not None:
                         self._keys[(request.tenant, event.idempotency_key)] = row
+                    if event.parent_id is not None:
+                        self._children.setdefault(event.parent_id, []).append(row)
+                    for target in event.related:
+                        self._referrers.setdefault(target, []).append(row)
                     events.append(row.load())
                 outcomes.append(events)
             self._appended.notify_all()
@@ -182,6 +189,69 @@ class MemoryStore:
     def wait_for_events(self, after_position: int, timeout: float) -> None:
         with self._appended:
             self._appended.wait_for(lambda: len(self._rows) > after_position, timeout)
+
+    def _row(self, tenant: str, event_id: str) -> _Row | None:
+        row = self._by_id.get(event_id)
+        return row if row is not None and row.event.tenant == tenant else None
+
+    def lineage(self, tenant: str, event_id: str) -> tuple[list[RecordedEvent], list[RecordedEvent]] | None:
+        with self._lock:
+            start = self._row(tenant, event_id)
+            if start is None:
+                return None
+            ancestors: list[RecordedEvent] = []
+            parent_id = start.event.parent_id
+            while parent_id is not None and (parent := self._row(tenant, parent_id)) is not None:
+                ancestors.append(parent.load())
+                parent_id = parent.event.parent_id
+            descendants: list[_Row] = []
+            frontier = [start]
+            while frontier:
+                children = [c for r in frontier for c in self._children.get(r.event.id, ()) if c.event.tenant == tenant]
+                descendants.extend(children)
+                frontier = children
+            descendants.sort(key=lambda r: r.event.position)
+            return ancestors[::-1], [r.load() for r in descendants]
+
+    def graph(self, tenant: str, event_id: str, *, max_depth: int) -> list[tuple[RecordedEvent, int]]:
+        with self._lock:
+            start = self._row(tenant, event_id)
+            if start is None:
+                return []
+            distance = {start.event.id: 0}
+            found = [start]
+            frontier = [start]
+            for hop in range(1, max_depth + 1):
+                step = []
+                for row in frontier:
+                    e = row.event
+                    neighbours = [self._row(tenant, e.parent_id)] if e.parent_id else []
+                    neighbours += self._children.get(e.id, [])
+                    neighbours += [self._row(tenant, r) for r in e.related]
+                    neighbours += self._referrers.get(e.id, [])
+                    for n in neighbours:
+                        if n is not None and n.event.tenant == tenant and n.event.id not in distance:
+                            distance[n.event.id] = hop
+                            step.append(n)
+                found.extend(step)
+                frontier = step
+            found.sort(key=lambda r: (distance[r.event.id], r.event.position))
+            return [(r.load(), distance[r.event.id]) for r in found]
+
+    def save_snapshot(
+        self, tenant: str, stream: str, projection: str, projection_version: int, stream_version: int, state: str
+    ) -> None:
+        with self._lock:
+            self._snapshots[(tenant, stream, projection)] = (projection_version, stream_version, state)
+
+    def load_snapshot(
+        self, tenant: str, stream: str, projection: str, projection_version: int
+    ) -> tuple[int, str] | None:
+        with self._lock:
+            snap = self._snapshots.get((tenant, stream, projection))
+            if snap is None or snap[0] != projection_version:
+                return None
+            return snap[1], snap[2]
 
     def get_checkpoint(self, tenant: str, consumer: str) -> int | None:
         with self._lock:

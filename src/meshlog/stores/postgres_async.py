@@ -18,7 +18,7 @@ from __future__ import annotations
 import json
 import re
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from importlib import resources
 from typing import Any, Final
@@ -59,6 +59,42 @@ _COLUMNS: Final = (
 _TEXT_CLAUSE: Final = (
     "EXISTS (SELECT 1 FROM jsonb_path_query(data, 'strict $.**') AS v "
     "WHERE jsonb_typeof(v) = 'string' AND strpos(lower(v #>> ARRAY[]::text[]), lower(%s)) > 0)"
+)
+_QUALIFIED: Final = ", ".join(f"events.{c.strip()}" for c in _COLUMNS.split(","))
+# Parents are recorded before their children, so parent links never form a cycle.
+_ANCESTORS: Final = (
+    "WITH RECURSIVE up(id, n) AS ("
+    " SELECT parent_id, 1 FROM {events} WHERE id = %(id)s::uuid AND tenant = %(t)s AND parent_id IS NOT NULL"
+    " UNION ALL"
+    " SELECT e.parent_id, up.n + 1 FROM {events} AS e JOIN up ON e.id = up.id"
+    " WHERE e.tenant = %(t)s AND e.parent_id IS NOT NULL)"
+    " SELECT " + _QUALIFIED + " FROM {events} AS events JOIN up ON events.id = up.id WHERE events.tenant = %(t)s"
+    " ORDER BY up.n DESC"
+)
+_DESCENDANTS: Final = (
+    "WITH RECURSIVE down(id) AS ("
+    " SELECT %(id)s::uuid UNION SELECT c.id FROM {events} AS c JOIN down ON c.parent_id = down.id"
+    " WHERE c.tenant = %(t)s)"
+    " SELECT " + _COLUMNS + " FROM {events} WHERE id IN (SELECT id FROM down) AND id <> %(id)s::uuid"
+    " AND tenant = %(t)s ORDER BY position"
+)
+# Related links may form cycles: UNION and the depth bound end the walk; each event keeps its shortest distance.
+_GRAPH: Final = (
+    "WITH RECURSIVE walk(id, dist) AS ("
+    " SELECT %(id)s::uuid, 0"
+    " UNION"
+    " SELECT n.id, w.dist + 1 FROM walk AS w CROSS JOIN LATERAL ("
+    "  SELECT e.parent_id AS id FROM {events} AS e WHERE e.id = w.id AND e.tenant = %(t)s AND e.parent_id IS NOT NULL"
+    "  UNION ALL SELECT c.id FROM {events} AS c WHERE c.parent_id = w.id AND c.tenant = %(t)s"
+    "  UNION ALL SELECT unnest(e.related) FROM {events} AS e"
+    "   WHERE e.id = w.id AND e.tenant = %(t)s AND e.related IS NOT NULL"
+    "  UNION ALL SELECT r.id FROM {events} AS r WHERE r.related @> ARRAY[w.id] AND r.tenant = %(t)s"
+    " ) AS n WHERE w.dist < %(d)s)"
+    " SELECT " + _QUALIFIED + ", d.distance"
+    " FROM (SELECT id, min(dist) AS distance FROM walk GROUP BY id) AS d"
+    " JOIN {events} AS events ON events.id = d.id AND events.tenant = %(t)s"
+    " WHERE EXISTS (SELECT 1 FROM {events} AS s WHERE s.id = %(id)s::uuid AND s.tenant = %(t)s)"
+    " ORDER BY d.distance, events.position"
 )
 _EXPECTED: Final = {StreamState.ANY: None, StreamState.NO_STREAM: -1, StreamState.STREAM_EXISTS: -2}
 
@@ -358,7 +394,7 @@ class AsyncPostgresStore:
         return [_outcome(request, outcome) for request, outcome in zip(requests, raw, strict=True)]
 
     # -- reading -----------------------------------------------------------------------------------------------
-    async def _fetch(self, query: sql.Composed, params: Sequence[object]) -> list[TupleRow]:
+    async def _fetch(self, query: sql.Composed, params: Sequence[object] | Mapping[str, object]) -> list[TupleRow]:
         try:
             async with self._pool.connection() as conn:
                 cur = await conn.execute(query, params)
@@ -461,6 +497,44 @@ class AsyncPostgresStore:
             async with self._listen_cond:
                 self._listening = False
                 self._listen_cond.notify_all()
+
+    async def lineage(self, tenant: str, event_id: str) -> tuple[list[RecordedEvent], list[RecordedEvent]] | None:
+        if await self.get(tenant, event_id) is None:
+            return None
+        params = {"id": event_id, "t": tenant}
+        ancestors = await self._fetch(sql.SQL(_ANCESTORS).format(events=self._events), params)
+        descendants = await self._fetch(sql.SQL(_DESCENDANTS).format(events=self._events), params)
+        return [_event(r) for r in ancestors], [_event(r) for r in descendants]
+
+    async def graph(self, tenant: str, event_id: str, *, max_depth: int) -> list[tuple[RecordedEvent, int]]:
+        params = {"id": event_id, "t": tenant, "d": max_depth}
+        rows = await self._fetch(sql.SQL(_GRAPH).format(events=self._events), params)
+        return [(_event(r), int(r[-1])) for r in rows]
+
+    async def save_snapshot(
+        self, tenant: str, stream: str, projection: str, projection_version: int, stream_version: int, state: str
+    ) -> None:
+        await self._fetch(
+            sql.SQL(
+                "INSERT INTO {}.snapshots (tenant, stream, projection, projection_version, stream_version, state) "
+                "VALUES (%s, %s, %s, %s, %s, %s::jsonb) ON CONFLICT (tenant, stream, projection) DO UPDATE SET "
+                "projection_version = excluded.projection_version, stream_version = excluded.stream_version, "
+                "state = excluded.state, created_at = now() RETURNING 1"
+            ).format(self._ident),
+            (tenant, stream, projection, projection_version, stream_version, state),
+        )
+
+    async def load_snapshot(
+        self, tenant: str, stream: str, projection: str, projection_version: int
+    ) -> tuple[int, str] | None:
+        rows = await self._fetch(
+            sql.SQL(
+                "SELECT stream_version, state::text FROM {}.snapshots WHERE tenant = %s AND stream = %s "
+                "AND projection = %s AND projection_version = %s"
+            ).format(self._ident),
+            (tenant, stream, projection, projection_version),
+        )
+        return (int(rows[0][0]), rows[0][1]) if rows else None
 
     async def get_checkpoint(self, tenant: str, consumer: str) -> int | None:
         rows = await self._fetch(

@@ -49,6 +49,44 @@ _UPSERT_STREAM: Final = (
 )
 
 
+_PREFIXED_COLUMNS: Final = ", ".join(f"events.{c.strip()}" for c in EVENT_COLUMNS.split(","))
+# Parents are recorded before their children, so parent links never form a cycle.
+_ANCESTORS: Final = f"""
+WITH RECURSIVE up(id, n) AS (
+    SELECT parent_id, 1 FROM events WHERE id = ? AND tenant = ? AND parent_id IS NOT NULL
+    UNION ALL
+    SELECT e.parent_id, up.n + 1 FROM events AS e JOIN up ON e.id = up.id WHERE e.tenant = ? AND e.parent_id IS NOT NULL
+)
+SELECT {_PREFIXED_COLUMNS} FROM events JOIN up ON events.id = up.id WHERE events.tenant = ? ORDER BY up.n DESC
+"""
+_DESCENDANTS: Final = f"""
+WITH RECURSIVE down(id) AS (
+    SELECT ? UNION SELECT c.id FROM events AS c JOIN down ON c.parent_id = down.id WHERE c.tenant = ?
+)
+SELECT {EVENT_COLUMNS} FROM events WHERE id IN (SELECT id FROM down) AND id <> ? AND tenant = ? ORDER BY position
+"""
+# Related links may form cycles: UNION and the depth bound end the walk; each event keeps its shortest distance.
+_GRAPH: Final = f"""
+WITH RECURSIVE walk(id, dist) AS (
+    SELECT ?, 0
+    UNION
+    SELECT e.parent_id, w.dist + 1 FROM walk AS w JOIN events AS e ON e.id = w.id
+     WHERE e.tenant = ? AND e.parent_id IS NOT NULL AND w.dist < ?
+    UNION
+    SELECT c.id, w.dist + 1 FROM walk AS w JOIN events AS c ON c.parent_id = w.id WHERE c.tenant = ? AND w.dist < ?
+    UNION
+    SELECT j.value, w.dist + 1 FROM walk AS w JOIN events AS e ON e.id = w.id, json_each(e.related) AS j
+     WHERE e.tenant = ? AND e.related IS NOT NULL AND w.dist < ?
+    UNION
+    SELECT l.source_id, w.dist + 1 FROM walk AS w JOIN event_links AS l ON l.target_id = w.id
+     WHERE l.tenant = ? AND w.dist < ?
+)
+SELECT {_PREFIXED_COLUMNS}, min(walk.dist) AS distance FROM walk JOIN events ON events.id = walk.id
+ WHERE events.tenant = ? AND EXISTS (SELECT 1 FROM events AS s WHERE s.id = ? AND s.tenant = ?)
+ GROUP BY events.position ORDER BY distance, events.position
+"""
+
+
 def _us(value: datetime) -> int:
     delta = value - _EPOCH
     return (delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds
@@ -278,6 +316,9 @@ class SqliteStore:
                 )
             )
         conn.executemany(_INSERT, rows)
+        links = [(tenant, target, p.event.id) for p in plan.events for target in p.event.related]
+        if links:
+            conn.executemany("INSERT OR IGNORE INTO event_links (tenant, target_id, source_id) VALUES (?, ?, ?)", links)
         conn.executemany(
             _UPSERT_STREAM,
             [
@@ -354,6 +395,58 @@ class SqliteStore:
                 return
             with self._appended:
                 self._appended.wait(min(remaining, _POLL_SECONDS))
+
+    def lineage(self, tenant: str, event_id: str) -> tuple[list[RecordedEvent], list[RecordedEvent]] | None:
+        if self.get(tenant, event_id) is None:
+            return None
+        ancestors = self._fetch(_ANCESTORS, (event_id, tenant, tenant, tenant))
+        descendants = self._fetch(_DESCENDANTS, (event_id, tenant, event_id, tenant))
+        return [_event(r) for r in ancestors], [_event(r) for r in descendants]
+
+    def graph(self, tenant: str, event_id: str, *, max_depth: int) -> list[tuple[RecordedEvent, int]]:
+        rows = self._fetch(
+            _GRAPH,
+            (
+                event_id,
+                tenant,
+                max_depth,
+                tenant,
+                max_depth,
+                tenant,
+                max_depth,
+                tenant,
+                max_depth,
+                tenant,
+                event_id,
+                tenant,
+            ),
+        )
+        return [(_event(r[:-1]), int(r[-1])) for r in rows]
+
+    def save_snapshot(
+        self, tenant: str, stream: str, projection: str, projection_version: int, stream_version: int, state: str
+    ) -> None:
+        try:
+            with self._write() as conn:
+                conn.execute(
+                    "INSERT INTO snapshots (tenant, stream, projection, projection_version, stream_version, state, "
+                    "created_at) VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (tenant, stream, projection) DO UPDATE SET "
+                    "projection_version = excluded.projection_version, stream_version = excluded.stream_version, "
+                    "state = excluded.state, created_at = excluded.created_at",
+                    (tenant, stream, projection, projection_version, stream_version, state, time.time_ns() // 1000),
+                )
+        except sqlite3.Error as exc:
+            raise StoreError(f"SQLite snapshot failed: {exc}") from exc
+
+    def load_snapshot(
+        self, tenant: str, stream: str, projection: str, projection_version: int
+    ) -> tuple[int, str] | None:
+        rows = self._fetch(
+            "SELECT stream_version, state FROM snapshots WHERE tenant = ? AND stream = ? AND projection = ? "
+            "AND projection_version = ?",
+            (tenant, stream, projection, projection_version),
+        )
+        return (int(rows[0][0]), rows[0][1]) if rows else None
 
     def get_checkpoint(self, tenant: str, consumer: str) -> int | None:
         rows = self._fetch("SELECT position FROM checkpoints WHERE tenant = ? AND consumer = ?", (tenant, consumer))

@@ -466,3 +466,112 @@ class StoreConformance:
         assert [next(resumed).data["i"] for _ in range(2)] == [3, 4]
         log.save_checkpoint("indexer", events[4].position)
         assert log.checkpoint("indexer") == events[4].position
+
+
+class LineageConformance:
+    """Lineage, related-event graphs, outcomes and snapshots. Subclasses provide ``make_log``."""
+
+    @pytest.fixture
+    def log(self, make_log: LogFactory) -> EventLog:
+        return make_log()
+
+    def test_lineage_lists_ancestors_and_descendants(self, log: EventLog) -> None:
+        root = log.emit("user_message", {"content": "implement auth"})
+        spawn = log.emit("spawn", {"subagent": "coder"}, parent_id=root.id)
+        call, other = log.emit_batch(
+            [
+                NewEvent(type="llm.call", data={}, parent_id=spawn.id),
+                NewEvent(type="commit", data={}, parent_id=root.id),
+            ]
+        )
+        reply = log.emit("llm.response", {}, parent_id=call.id)
+        log.emit("unrelated")
+        lineage = log.lineage(call.id)
+        assert lineage.event == call
+        assert [e.id for e in lineage.ancestors] == [root.id, spawn.id]
+        assert [e.id for e in lineage.descendants] == [reply.id]
+        assert lineage.root == root
+        whole = log.lineage(root.id)
+        assert whole.ancestors == []
+        assert [e.id for e in whole.descendants] == [spawn.id, call.id, other.id, reply.id]
+        assert [e.type for e in log.query(parent_id=root.id)] == ["spawn", "commit"]
+        with pytest.raises(NotFound):
+            log.lineage(str(uuid.uuid4()))
+
+    def test_graph_follows_parent_and_related_links_both_ways_without_looping(self, log: EventLog) -> None:
+        a = log.emit("widget.created", {"n": "a"})
+        b = log.emit("provider.connected", {"n": "b"}, related=[a.id])
+        c = log.emit("automation.triggered", {"n": "c"}, parent_id=b.id)
+        d = log.emit("workflow.completed", {"n": "d"}, related=[c.id, a.id])
+        far = log.emit("error.occurred", {"n": "far"}, parent_id=d.id)
+        graph = log.graph(b.id, max_depth=1)
+        assert {n.event.id: n.distance for n in graph.nodes} == {b.id: 0, a.id: 1, c.id: 1}
+        assert {(e.source, e.target, e.kind) for e in graph.edges} == {(b.id, a.id, "related"), (c.id, b.id, "parent")}
+        wide = log.graph(b.id, max_depth=2)
+        assert {n.event.id: n.distance for n in wide.nodes} == {b.id: 0, a.id: 1, c.id: 1, d.id: 2}
+        everything = log.graph(a.id, max_depth=10)
+        assert {n.event.id: n.distance for n in everything.nodes} == {a.id: 0, b.id: 1, d.id: 1, c.id: 2, far.id: 2}
+        assert [n.distance for n in everything.nodes] == sorted(n.distance for n in everything.nodes)
+        assert [n.event.id for n in log.graph(a.id, max_depth=0).nodes] == [a.id]
+
+    def test_graph_stays_in_the_tenant(self, make_log: LogFactory) -> None:
+        a, b = make_log("tenant-a"), make_log("tenant-b")
+        mine = a.emit("x")
+        theirs = b.emit("y", related=[mine.id])
+        assert [n.event.id for n in a.graph(mine.id, max_depth=3).nodes] == [mine.id]
+        with pytest.raises(NotFound):
+            b.graph(mine.id)
+        assert [n.event.id for n in b.graph(theirs.id).nodes] == [theirs.id]
+
+    def test_outcomes_are_new_events_folded_in_on_request(self, log: EventLog) -> None:
+        widget = log.emit("widget.created", {"name": "failures"}, task_id="7")
+        assert log.get(widget.id, with_outcome=True).outcome is None
+        first = log.record_outcome(widget.id, {"status": "pending"})
+        log.record_outcome(widget.id, {"status": "success", "notes": "dashboard shows failures < 1 min"})
+        assert (first.type, first.parent_id, first.related, first.stream) == (
+            "outcome.recorded",
+            widget.id,
+            (widget.id,),
+            widget.stream,
+        )
+        folded = log.get(widget.id, with_outcome=True)
+        assert folded.outcome == {"status": "success", "notes": "dashboard shows failures < 1 min"}
+        assert folded._replace(outcome=None) == widget
+        assert log.get(widget.id) == widget
+        with pytest.raises(NotFound):
+            log.record_outcome(str(uuid.uuid4()), {"status": "x"})
+
+    def test_snapshots_let_replay_skip_what_they_cover(self, log: EventLog) -> None:
+        class Total:
+            name = "total"
+            version = 1
+
+            def initial(self) -> int:
+                return 0
+
+            def apply(self, state: int, event: RecordedEvent) -> int:
+                return state + int(event.data["n"])
+
+            def to_snapshot(self, state: int) -> dict[str, Any]:
+                return {"total": state}
+
+            def from_snapshot(self, data: dict[str, Any]) -> int:
+                return int(data["total"])
+
+        log.emit_batch([NewEvent(type="n", data={"n": i}, stream="counter") for i in range(1, 101)])
+        first = log.replay("counter", Total(), snapshot_every=50)
+        assert (first.state, first.events_replayed, first.snapshot_version) == (5050, 100, None)
+        second = log.replay("counter", Total(), snapshot_every=50)
+        assert (second.state, second.events_replayed, second.snapshot_version, second.last_version) == (
+            5050,
+            0,
+            100,
+            100,
+        )
+        log.emit_batch([NewEvent(type="n", data={"n": 1}, stream="counter") for _ in range(10)])
+        third = log.replay("counter", Total(), snapshot_every=50)
+        assert (third.state, third.events_replayed, third.snapshot_version) == (5060, 10, 100)
+        early = log.replay("counter", Total(), snapshot_every=50, to_version=20)
+        assert (early.state, early.events_replayed, early.snapshot_version) == (210, 20, None)
+        plain = log.replay("counter", Total())
+        assert (plain.state, plain.events_replayed) == (5060, 110)
