@@ -29,6 +29,7 @@ SOURCES = {
 RENAMES = {
     "AsyncCondition": "Condition",
     "async_sleep": "sleep",
+    "async_complete": "complete",
     "AsyncIterator": "Iterator",
     "AsyncIterable": "Iterable",
     "AsyncGenerator": "Generator",

@@ -12,9 +12,9 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from meshlog._concurrency import AsyncCondition
+from meshlog._concurrency import AsyncCondition, async_complete
 from meshlog._validation import AppendRequest
-from meshlog.errors import StoreError
+from meshlog.errors import MeshlogError, StoreError, StoreUnavailable
 from meshlog.store_async import AppendOutcome, AsyncStore
 
 MAX_GROUP_EVENTS = 2000
@@ -43,12 +43,21 @@ class AsyncGroupCommitter:
         slot = _Slot(request)
         async with self._cond:
             self._pending.append(slot)
-            while self._busy and not slot.done:
-                await self._cond.wait()
-            if not slot.done:
+            try:
+                while self._busy and not slot.done:
+                    await self._cond.wait()
+            except BaseException:
+                # The caller gave up while queued: take the request back, so that it is not written later
+                # behind the caller's back. (Once a leader has taken it, it is being written.)
+                if slot in self._pending:
+                    self._pending.remove(slot)
+                raise
+            lead = not slot.done
+            if lead:
                 self._busy = True
-        if not slot.done:
-            await self._lead(slot)
+        if lead:
+            # Runs to completion even if this caller is cancelled: the group holds other callers' events.
+            slot = await async_complete(self._lead(slot))
         if slot.error is not None:
             raise slot.error
         assert slot.outcome is not None
@@ -65,7 +74,8 @@ class AsyncGroupCommitter:
         group, self._pending = self._pending[:count], self._pending[count:]
         return group
 
-    async def _lead(self, own: _Slot) -> None:
+    async def _lead(self, own: _Slot) -> _Slot:
+        """Write groups until ``own`` is written, then hand the lead back; returns ``own``."""
         try:
             while not own.done:
                 async with self._cond:
@@ -73,6 +83,7 @@ class AsyncGroupCommitter:
                 await self._write(group)
                 async with self._cond:
                     self._cond.notify_all()
+            return own
         finally:
             async with self._cond:
                 self._busy = False
@@ -81,27 +92,39 @@ class AsyncGroupCommitter:
     async def _write(self, group: Sequence[_Slot]) -> None:
         try:
             outcomes = await self._store.append([slot.request for slot in group])
-        except StoreError as exc:
-            if len(group) == 1:
-                self._finish(group[0], None, exc)
-                return
-            # Do not let one request's failure fail the others: write each on its own.
+        except StoreUnavailable as exc:
+            # The store is unreachable, or the commit's fate is unknown: retrying each request would only wait
+            # again, or write twice. Every caller gets the error; idempotency keys make their retries safe.
             for slot in group:
-                try:
-                    (outcome,) = await self._store.append([slot.request])
-                except StoreError as single_exc:
-                    self._finish(slot, None, single_exc)
-                except BaseException as other:
-                    self._finish_all(group, other)
-                    raise
-                else:
-                    self._finish(slot, outcome, None)
-            return
+                self._finish(slot, None, exc)
+        except Exception as exc:
+            if len(group) == 1:
+                self._finish(group[0], None, _store_error(exc))
+            else:
+                # One request may have caused it: write each on its own, so it fails alone.
+                await self._write_one_by_one(group)
         except BaseException as exc:
             self._finish_all(group, exc)
             raise
-        for slot, outcome in zip(group, outcomes, strict=True):
-            self._finish(slot, outcome, None)
+        else:
+            for slot, outcome in zip(group, outcomes, strict=True):
+                self._finish(slot, outcome, None)
+
+    async def _write_one_by_one(self, group: Sequence[_Slot]) -> None:
+        for index, slot in enumerate(group):
+            try:
+                (outcome,) = await self._store.append([slot.request])
+            except StoreUnavailable as exc:
+                for rest in group[index:]:
+                    self._finish(rest, None, exc)
+                return
+            except Exception as exc:
+                self._finish(slot, None, _store_error(exc))
+            except BaseException as exc:
+                self._finish_all(group, exc)
+                raise
+            else:
+                self._finish(slot, outcome, None)
 
     @staticmethod
     def _finish(slot: _Slot, outcome: AppendOutcome | None, error: BaseException | None) -> None:
@@ -114,3 +137,11 @@ class AsyncGroupCommitter:
                 slot.outcome = None
                 slot.error = StoreError(f"the append was interrupted: {exc!r}")
                 slot.done = True
+
+
+def _store_error(exc: Exception) -> MeshlogError:
+    if isinstance(exc, MeshlogError):
+        return exc
+    error = StoreError(f"the store failed: {exc!r}")
+    error.__cause__ = exc
+    return error

@@ -9,6 +9,10 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
+from collections.abc import Coroutine
+from typing import Any, TypeVar
+
+T = TypeVar("T")
 
 AsyncCondition = asyncio.Condition
 Condition = threading.Condition
@@ -20,3 +24,30 @@ async def async_sleep(seconds: float) -> None:
 
 def sleep(seconds: float) -> None:
     time.sleep(seconds)
+
+
+async def async_complete(work: Coroutine[Any, Any, T]) -> T:
+    """Run ``work`` to completion even if the caller is cancelled meanwhile, then let the cancellation through.
+
+    For work that others depend on (a group commit writes other callers' events): cancelling it halfway would
+    leave them with an unknown outcome.
+    """
+    task = asyncio.ensure_future(work)
+    cancelled = False
+    while True:
+        try:
+            result = await asyncio.shield(task)
+        except asyncio.CancelledError:
+            if task.done():
+                raise
+            cancelled = True
+            continue
+        break
+    if cancelled:
+        raise asyncio.CancelledError
+    return result
+
+
+def complete(work: T) -> T:
+    """The sync twin of :func:`async_complete`: the work has already run."""
+    return work

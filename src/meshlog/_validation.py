@@ -14,7 +14,7 @@ import json
 import math
 import re
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Final
@@ -25,10 +25,17 @@ from meshlog.events import ExpectedVersion, NewEvent, StreamState, default_strea
 DEFAULT_MAX_EVENT_BYTES: Final = 1024 * 1024
 MAX_BATCH: Final = 10_000
 MAX_TEXT: Final = 512
+MAX_JSON_DEPTH: Final = 64
+MAX_VERSION: Final = 2**31 - 1
+MAX_POSITION: Final = 2**63 - 1
 
 _TYPE_RE: Final = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:/-]{0,199}")
 _TENANT_RE: Final = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}")
 _CONTROL_RE: Final = re.compile(r"[\x00-\x1f\x7f]")
+
+
+TypeCheck = Callable[[NewEvent, "int | None"], NewEvent]
+"""Validates an event against its type's schema (given its index in a batch) and returns the event to append."""
 
 
 @dataclass(slots=True)
@@ -86,7 +93,18 @@ def _text(value: object, name: str, *, required: bool = False, limit: int = MAX_
     if _CONTROL_RE.search(value):
         rule = "no_nul" if "\x00" in value else "no_control_characters"
         raise ValidationError(f"{name} contains a control character", field=name, rule=rule)
+    if not value.isascii():
+        _check_utf8(value, name)
     return value
+
+
+def _check_utf8(value: str, name: str) -> None:
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        raise ValidationError(
+            f"{name} is not valid Unicode (a lone surrogate cannot be stored as UTF-8)", field=name, rule="utf8"
+        ) from None
 
 
 def _uuid(value: object, name: str) -> str:
@@ -100,21 +118,30 @@ def _uuid(value: object, name: str) -> str:
     raise ValidationError(f"{name} must be a UUID, got {value!r}", field=name, rule="uuid")
 
 
-def _check_json(value: object, path: str) -> None:
-    """Walk a JSON value: str keys, finite numbers, no NUL, nothing json.dumps would silently convert."""
+def _check_json(value: object, path: str, depth: int = 0) -> None:
+    """Walk a JSON value: str keys, finite numbers, no NUL, valid Unicode, bounded nesting, nothing json.dumps
+    would silently convert."""
     if isinstance(value, str):
         if "\x00" in value:
             raise ValidationError(f"{path} contains a NUL character (U+0000)", field=path, rule="no_nul")
+        if not value.isascii():
+            _check_utf8(value, path)
     elif isinstance(value, dict):
+        if depth >= MAX_JSON_DEPTH:
+            raise ValidationError(f"{path} nests deeper than {MAX_JSON_DEPTH} levels", field=path, rule="max_depth")
         for key, item in value.items():
             if not isinstance(key, str):
                 raise ValidationError(f"{path} has a non-string key {key!r}", field=path, rule="string_keys")
             if "\x00" in key:
                 raise ValidationError(f"{path} has a key with a NUL character", field=path, rule="no_nul")
-            _check_json(item, f"{path}.{key}")
+            if not key.isascii():
+                _check_utf8(key, path)
+            _check_json(item, f"{path}.{key}", depth + 1)
     elif isinstance(value, (list, tuple)):
+        if depth >= MAX_JSON_DEPTH:
+            raise ValidationError(f"{path} nests deeper than {MAX_JSON_DEPTH} levels", field=path, rule="max_depth")
         for index, item in enumerate(value):
-            _check_json(item, f"{path}[{index}]")
+            _check_json(item, f"{path}[{index}]", depth + 1)
     elif isinstance(value, bool) or value is None or isinstance(value, int):
         return
     elif isinstance(value, float):
@@ -142,8 +169,14 @@ def _utf8_len(text: str) -> int:
     return len(text) if text.isascii() else len(text.encode("utf-8"))
 
 
-def prepare(event: NewEvent, *, max_event_bytes: int, index: int | None = None) -> PreparedEvent:
-    """Validate one event and serialize its payloads. Raises ValidationError (or EventTooLarge)."""
+def prepare(
+    event: NewEvent, *, max_event_bytes: int, index: int | None = None, check: TypeCheck | None = None
+) -> PreparedEvent:
+    """Validate one event and serialize its payloads. Raises ValidationError (or EventTooLarge).
+
+    ``check`` (the type registry's) validates ``data`` against the type's schema and may return an enriched
+    event; it runs before serialization.
+    """
     at = "" if index is None else f"events[{index}]."
     if not isinstance(event, NewEvent):
         raise ValidationError(
@@ -151,6 +184,8 @@ def prepare(event: NewEvent, *, max_event_bytes: int, index: int | None = None) 
             field=at.rstrip(".") or "event",
             rule="type",
         )
+    if check is not None:
+        event = check(event, index)
     type_ = event.type
     if not isinstance(type_, str) or not _TYPE_RE.fullmatch(type_):
         raise ValidationError(
@@ -159,8 +194,10 @@ def prepare(event: NewEvent, *, max_event_bytes: int, index: int | None = None) 
             rule="pattern",
         )
     version = event.version
-    if isinstance(version, bool) or not isinstance(version, int) or version < 1:
-        raise ValidationError(f"{at}version must be an integer >= 1, got {version!r}", field=f"{at}version", rule="min")
+    if isinstance(version, bool) or not isinstance(version, int) or not 1 <= version <= MAX_VERSION:
+        raise ValidationError(
+            f"{at}version must be an integer from 1 to {MAX_VERSION}, got {version!r}", field=f"{at}version", rule="min"
+        )
     trace_id = _text(event.trace_id, f"{at}trace_id")
     task_id = _text(event.task_id, f"{at}task_id")
     agent_id = _text(event.agent_id, f"{at}agent_id")
@@ -212,7 +249,7 @@ def prepare(event: NewEvent, *, max_event_bytes: int, index: int | None = None) 
 def check_expected_version(expected: object) -> ExpectedVersion:
     if isinstance(expected, StreamState):
         return expected
-    if isinstance(expected, bool) or not isinstance(expected, int) or expected < 0:
+    if isinstance(expected, bool) or not isinstance(expected, int) or not 0 <= expected <= MAX_POSITION:
         raise ValidationError(
             "expected_version must be an integer >= 0 or one of meshlog.ANY, NO_STREAM, STREAM_EXISTS, "
             f"got {expected!r}",
@@ -229,6 +266,7 @@ def prepare_request(
     expected_version: object,
     max_event_bytes: int,
     single: bool = False,
+    check: TypeCheck | None = None,
 ) -> AppendRequest:
     """Validate a whole append. Raises before anything is written."""
     expected = check_expected_version(expected_version)
@@ -240,8 +278,19 @@ def prepare_request(
         raise ValidationError(
             f"a batch holds at most {MAX_BATCH} events, got {len(events)}", field="events", rule="max_items"
         )
-    prepared = [prepare(e, max_event_bytes=max_event_bytes, index=None if single else i) for i, e in enumerate(events)]
+    prepared = [
+        prepare(e, max_event_bytes=max_event_bytes, index=None if single else i, check=check)
+        for i, e in enumerate(events)
+    ]
     if len(prepared) > 1:
+        later = {p.id: i for i, p in enumerate(prepared)}
+        for i, p in enumerate(prepared):
+            if p.parent_id is not None and later.get(p.parent_id, -1) > i:
+                raise ValidationError(
+                    f"events[{i}].parent_id names a later event of this batch: a parent must come first",
+                    field=f"events[{i}].parent_id",
+                    rule="parent_first",
+                )
         ids: set[str] = set()
         keys: set[str] = set()
         for i, p in enumerate(prepared):

@@ -21,6 +21,7 @@ from meshlog.projections import Projection, Replay, SnapshotProjection, supports
 from meshlog.query import EventFilter, Order, Page, check_limit, check_order, make_page, resolve_page_request
 from meshlog.store_async import AsyncStore
 from meshlog.stores import open_async_store
+from meshlog.types import MODES, EventType, Mode, TypeRegistry, register_own_types, registry_of
 
 __all__ = ["AsyncEventLog", "connect_async", "resolve_url"]
 
@@ -56,9 +57,17 @@ class AsyncEventLog:
         *,
         tenant: str = "default",
         max_event_bytes: int = DEFAULT_MAX_EVENT_BYTES,
+        types: TypeRegistry | None = None,
+        validation: Mode = "known",
     ) -> None:
         self.store = store
         self.tenant = check_tenant(tenant)
+        if validation not in MODES:
+            raise ValidationError(f"validation must be one of {MODES}, got {validation!r}", field="validation")
+        self.validation: Mode = validation
+        self.types = TypeRegistry() if types is None else types
+        """The event types this log knows: emit validates against them, reads upcast to their current version."""
+        register_own_types(self.types)
         if isinstance(max_event_bytes, bool) or not isinstance(max_event_bytes, int) or max_event_bytes < 1:
             raise ValidationError("max_event_bytes must be a positive integer", field="max_event_bytes")
         self.max_event_bytes = max_event_bytes
@@ -151,22 +160,41 @@ class AsyncEventLog:
             expected_version=expected_version,
             max_event_bytes=self.max_event_bytes,
             single=single,
+            check=self._check,
         )
         outcome = await self._committer.submit(request)
         if isinstance(outcome, MeshlogError):
             raise outcome
         return outcome
 
+    def _check(self, event: NewEvent, index: int | None) -> NewEvent:
+        return self.types.check(event, self.validation, index=index)
+
+    def _up(self, events: list[RecordedEvent]) -> list[RecordedEvent]:
+        """Events as their types' current versions (upcast through the registry's upcasters)."""
+        if not self.types.has_upcasters:
+            return events
+        upcast = self.types.upcast
+        return [upcast(e) for e in events]
+
+    def event_types(self, category: str | None = None) -> list[EventType]:
+        """The event types this log knows (``EventType.to_dict()`` gives type, description, category,
+        required_fields, optional_fields, version, important)."""
+        return self.types.types(category)
+
     # -- reading ------------------------------------------------------------------------------------------------
-    async def get(self, event_id: str, *, with_outcome: bool = False) -> RecordedEvent:
+    async def get(self, event_id: str, *, with_outcome: bool = False, raw: bool = False) -> RecordedEvent:
         """The event with this id. Raises ``NotFound``.
 
         With ``with_outcome=True`` its ``outcome`` field holds the latest outcome recorded for it (see
-        :meth:`record_outcome`), or stays None.
+        :meth:`record_outcome`), or stays None. Events are upcast to their type's current version unless
+        ``raw=True``, which returns them as stored.
         """
         event = await self.store.get(self.tenant, _event_id(event_id))
         if event is None:
             raise NotFound(f"no event {event_id}")
+        if not raw and self.types.has_upcasters:
+            event = self.types.upcast(event)
         if with_outcome:
             latest = await self.store.query(
                 self.tenant, EventFilter(parent_id=event.id, types=(OUTCOME_TYPE,)), order="desc", limit=1
@@ -207,7 +235,7 @@ class AsyncEventLog:
         found = await self.store.lineage(self.tenant, event.id)
         if found is None:
             raise NotFound(f"no event {event_id}")
-        return Lineage(event, found[0], found[1])
+        return Lineage(event, self._up(found[0]), self._up(found[1]))
 
     async def graph(self, event_id: str, *, max_depth: int = 3) -> Graph:
         """The events within ``max_depth`` hops of the event through parent and related links, in both
@@ -218,6 +246,8 @@ class AsyncEventLog:
         found = await self.store.graph(self.tenant, canonical, max_depth=max_depth)
         if not found:
             raise NotFound(f"no event {event_id}")
+        if self.types.has_upcasters:
+            found = [(self.types.upcast(e), distance) for e, distance in found]
         return Graph.build(canonical, found)
 
     async def query(
@@ -234,16 +264,18 @@ class AsyncEventLog:
         before_position: int | None = None,
         text: str | None = None,
         parent_id: str | None = None,
-        order: Order = "asc",
+        order: Order | None = None,
         limit: int = 100,
         cursor: str | None = None,
         total_count: bool = False,
+        raw: bool = False,
     ) -> Page:
-        """One page of matching events in position order (``"desc"`` for the latest first).
+        """One page of matching events in position order: ``"asc"`` (the default) or ``"desc"`` (latest first).
 
         ``limit`` is 1..1000. When ``page.has_more``, pass ``cursor=page.next_cursor`` (alone, or with the
         same filters) for the next page; keyset paging, so pages neither skip nor repeat events.
-        ``total_count=True`` also counts every match (a second, slower query).
+        ``total_count=True`` also counts every match (a second, slower query). ``raw=True`` returns events as
+        stored, without upcasting them to their type's current version.
         """
         flt = EventFilter(
             stream=stream,
@@ -259,11 +291,12 @@ class AsyncEventLog:
             parent_id=parent_id,
         )
         check_limit(limit)
-        order = check_order(order)
-        flt, run, order = resolve_page_request(flt, order, cursor)
-        rows = await self.store.query(self.tenant, run, order=order, limit=limit + 1)
+        flt, run, resolved = resolve_page_request(flt, None if order is None else check_order(order), cursor)
+        rows = await self.store.query(self.tenant, run, order=resolved, limit=limit + 1)
+        if not raw:
+            rows = self._up(rows)
         total = await self.store.count(self.tenant, flt) if total_count else None
-        return make_page(rows, limit, flt, order, total)
+        return make_page(rows, limit, flt, resolved, total)
 
     async def read_stream(
         self,
@@ -272,8 +305,10 @@ class AsyncEventLog:
         from_version: int = 1,
         to_version: int | None = None,
         backwards: bool = False,
+        raw: bool = False,
     ) -> AsyncIterator[RecordedEvent]:
-        """The events of one stream in stream order (``backwards=True`` for newest first), read in pages."""
+        """The events of one stream in stream order (``backwards=True`` for newest first), read in pages,
+        upcast to their types' current versions unless ``raw=True``."""
         _check_version("from_version", from_version)
         if to_version is not None:
             _check_version("to_version", to_version)
@@ -282,7 +317,7 @@ class AsyncEventLog:
             rows = await self.store.read_stream(
                 self.tenant, stream, from_version=low, to_version=high, backwards=backwards, limit=PAGE_SIZE
             )
-            for event in rows:
+            for event in rows if raw else self._up(rows):
                 yield event
             if len(rows) < PAGE_SIZE:
                 return
@@ -381,7 +416,7 @@ class AsyncEventLog:
                 while True:
                     run = replace(flt, after_position=low, before_position=head + 1)
                     rows = await self.store.query(self.tenant, run, order="asc", limit=limit)
-                    for event in rows:
+                    for event in self._up(rows):
                         yield event
                     if len(rows) < limit:
                         break
@@ -411,7 +446,7 @@ def _event_id(value: object) -> str:
 
 
 def _check_version(name: str, value: object) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= 2**63 - 1:
         raise ValidationError(f"{name} must be an integer >= 0, got {value!r}", field=name, rule="min")
 
 
@@ -427,19 +462,29 @@ async def connect_async(
     tenant: str | None = None,
     migrate: bool = True,
     max_event_bytes: int = DEFAULT_MAX_EVENT_BYTES,
+    types: TypeRegistry | Sequence[str] | None = None,
+    validation: Mode = "known",
 ) -> AsyncEventLog:
     """Open the store at ``url`` (see :func:`resolve_url`) and return an event log for ``tenant``
     (default ``$MESHLOG_TENANT`` or ``"default"``). With ``migrate`` the schema is created or upgraded first.
 
     URLs: ``sqlite:///relative.db``, ``sqlite:////absolute.db``, ``postgresql://user@host/db`` (option
     ``?schema=name``, default ``meshlog``), ``memory://``.
+
+    ``types`` is a :class:`~meshlog.types.TypeRegistry`, or names of built-in catalogues (``"agent-mesh"``,
+    ``"session"``, ``"documentable"``) and paths of catalogue files to load into a new one; by default no type
+    is known. ``validation`` is ``"known"`` (validate known types, accept others), ``"strict"`` (reject unknown
+    types too) or ``"off"``.
     """
+    registry = types if isinstance(types, TypeRegistry) or types is None else registry_of(types)
     store = await open_async_store(resolve_url(url))
     try:
         log = AsyncEventLog(
             store,
             tenant=tenant or os.environ.get("MESHLOG_TENANT") or "default",
             max_event_bytes=max_event_bytes,
+            types=registry,
+            validation=validation,
         )
         if migrate:
             await store.migrate()

@@ -18,6 +18,8 @@ __all__ = ["EventFilter", "Order", "Page"]
 
 Order = Literal["asc", "desc"]
 MAX_LIMIT: Final = 1000
+_MAX_POSITION: Final = 2**63 - 1
+_ASCII_LOWER: Final = str.maketrans("ABCDEFGHIJKLMNOPQRSTUVWXYZ", "abcdefghijklmnopqrstuvwxyz")
 DEFAULT_LIMIT: Final = 100
 
 
@@ -55,8 +57,10 @@ class EventFilter:
                 raise ValidationError(f"{name} must be a timezone-aware datetime", field=name, rule="aware")
         for name in ("after_position", "before_position"):
             value = getattr(self, name)
-            if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 0):
-                raise ValidationError(f"{name} must be an integer >= 0", field=name, rule="min")
+            if value is not None and (
+                isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= _MAX_POSITION
+            ):
+                raise ValidationError(f"{name} must be an integer from 0 to {_MAX_POSITION}", field=name, rule="min")
         for name in ("stream", "trace_id", "task_id", "agent_id", "text", "parent_id"):
             value = getattr(self, name)
             if value is not None and not isinstance(value, str):
@@ -92,7 +96,7 @@ class EventFilter:
             return False
         if self.before_position is not None and event.position >= self.before_position:
             return False
-        return self.text is None or _contains_text(event.data, self.text.lower())
+        return self.text is None or _contains_text(event.data, self.text.translate(_ASCII_LOWER))
 
     def is_empty(self) -> bool:
         return self == _EMPTY
@@ -125,7 +129,7 @@ _EMPTY: Final = EventFilter()
 
 def _contains_text(value: object, needle: str) -> bool:
     if isinstance(value, str):
-        return needle in value.lower()
+        return needle in value.translate(_ASCII_LOWER)
     if isinstance(value, dict):
         return any(_contains_text(v, needle) for v in value.values())
     if isinstance(value, list):
@@ -142,6 +146,7 @@ def check_limit(limit: object) -> int:
 
 
 def check_order(order: object) -> Order:
+    """``order`` as a valid Order."""
     if order == "asc":
         return "asc"
     if order == "desc":
@@ -172,20 +177,21 @@ def decode_cursor(cursor: str) -> tuple[EventFilter, Order, int]:
     return flt, order, position
 
 
-def resolve_page_request(flt: EventFilter, order: Order, cursor: str | None) -> tuple[EventFilter, EventFilter, Order]:
+def resolve_page_request(
+    flt: EventFilter, order: Order | None, cursor: str | None
+) -> tuple[EventFilter, EventFilter, Order]:
     """Combine the caller's filter with a cursor.
 
     Returns (the filter the cursor and next cursor describe, the filter to run with the keyset bound applied,
     the order). A cursor alone is enough; filters given with it must equal those it was issued for.
     """
     if cursor is None:
-        return flt, flt, order
+        return flt, flt, order or "asc"
     c_flt, c_order, position = decode_cursor(cursor)
     if not flt.is_empty() and flt != c_flt:
         raise InvalidCursor("the cursor was issued for a different filter")
-    if c_order != order and order != "asc":
-        # order defaults to "asc"; an explicit different order contradicts the cursor
-        raise InvalidCursor("the cursor was issued for a different order")
+    if order is not None and order != c_order:
+        raise InvalidCursor(f"the cursor was issued for order={c_order!r}")
     order = c_order
     if order == "asc":
         bound = position if c_flt.after_position is None else max(position, c_flt.after_position)

@@ -28,7 +28,7 @@ import sys
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import IO, Any, Final
+from typing import IO, Any, Final, Literal
 
 import click
 from click.core import ParameterSource
@@ -448,9 +448,8 @@ def emit(
 @click.option(
     "--order",
     type=click.Choice(["asc", "desc"]),
-    default="asc",
-    show_default=True,
-    help="Position order; desc shows the latest first.",
+    default=None,
+    help="Position order: asc (the default) or desc, the latest first. A --cursor continues in its own order.",
 )
 @click.option(
     "--limit", type=click.IntRange(1, 1000), metavar="N", default=100, show_default=True, help="Events per page."
@@ -468,7 +467,7 @@ def query(
     text: str | None,
     since: datetime | None,
     until: datetime | None,
-    order: str,
+    order: Literal["asc", "desc"] | None,
     limit: int,
     cursor: str | None,
     as_json: bool,
@@ -488,7 +487,7 @@ def query(
         text=text,
         since=since,
         until=until,
-        order="desc" if order == "desc" else "asc",
+        order=order,
         limit=limit,
         cursor=cursor,
     )

@@ -57,9 +57,21 @@ def content_difference(original: RecordedEvent, event: PreparedEvent) -> str | N
         return "version"
     if original.stream != event.stream:
         return "stream"
-    if original.data != json.loads(event.data_json):
+    if not same_json(original.data, json.loads(event.data_json)):
         return "data"
     return None
+
+
+def same_json(a: object, b: object) -> bool:
+    """JSON equality: like ``==``, except that booleans equal only booleans (``True`` is not ``1``), as in
+    PostgreSQL's jsonb; numbers compare by value (``1 == 1.0``)."""
+    if isinstance(a, bool) or isinstance(b, bool):
+        return type(a) is type(b) and a == b
+    if isinstance(a, dict):
+        return isinstance(b, dict) and a.keys() == b.keys() and all(same_json(a[k], b[k]) for k in a)
+    if isinstance(a, list):
+        return isinstance(b, list) and len(a) == len(b) and all(same_json(x, y) for x, y in zip(a, b, strict=True))
+    return a == b
 
 
 def check_expected(stream: str, expected: int | StreamState, actual: int) -> WrongExpectedVersion | None:

@@ -16,6 +16,7 @@ How it keeps the invariants:
 from __future__ import annotations
 
 import json
+import logging
 import re
 import time
 from collections.abc import Mapping, Sequence
@@ -46,6 +47,8 @@ from meshlog.stores._sql import order_by, where
 
 __all__ = ["AsyncPostgresStore"]
 
+logger = logging.getLogger("meshlog")
+
 _SCHEMA_RE: Final = re.compile(r"[a-z_][a-z0-9_]{0,62}")
 _EPOCH: Final = datetime(1970, 1, 1, tzinfo=UTC)
 _MIGRATE_LOCK: Final = 1835365224  # with the schema's hash: serializes concurrent migrations
@@ -58,7 +61,9 @@ _COLUMNS: Final = (
 )
 _TEXT_CLAUSE: Final = (
     "EXISTS (SELECT 1 FROM jsonb_path_query(data, 'strict $.**') AS v "
-    "WHERE jsonb_typeof(v) = 'string' AND strpos(lower(v #>> ARRAY[]::text[]), lower(%s)) > 0)"
+    "WHERE jsonb_typeof(v) = 'string' "
+    # lower() under the C collation folds ASCII letters only, as the other stores do
+    'AND strpos(lower((v #>> ARRAY[]::text[]) COLLATE "C"), lower(%s::text COLLATE "C")) > 0)'
 )
 _QUALIFIED: Final = ", ".join(f"events.{c.strip()}" for c in _COLUMNS.split(","))
 # Parents are recorded before their children, so parent links never form a cycle.
@@ -83,12 +88,15 @@ _GRAPH: Final = (
     "WITH RECURSIVE walk(id, dist) AS ("
     " SELECT %(id)s::uuid, 0"
     " UNION"
-    " SELECT n.id, w.dist + 1 FROM walk AS w CROSS JOIN LATERAL ("
-    "  SELECT e.parent_id AS id FROM {events} AS e WHERE e.id = w.id AND e.tenant = %(t)s AND e.parent_id IS NOT NULL"
-    "  UNION ALL SELECT c.id FROM {events} AS c WHERE c.parent_id = w.id AND c.tenant = %(t)s"
-    "  UNION ALL SELECT unnest(e.related) FROM {events} AS e"
-    "   WHERE e.id = w.id AND e.tenant = %(t)s AND e.related IS NOT NULL"
-    "  UNION ALL SELECT r.id FROM {events} AS r WHERE r.related @> ARRAY[w.id] AND r.tenant = %(t)s"
+    # Expand only from events recorded in the tenant: an external parent, a dangling related id or another
+    # tenant's event is never a bridge between two of the tenant's events.
+    " SELECT n.id, w.dist + 1 FROM walk AS w"
+    " JOIN {events} AS e ON e.id = w.id AND e.tenant = %(t)s"
+    " CROSS JOIN LATERAL ("
+    "  SELECT e.parent_id AS id WHERE e.parent_id IS NOT NULL"
+    "  UNION ALL SELECT c.id FROM {events} AS c WHERE c.parent_id = e.id AND c.tenant = %(t)s"
+    "  UNION ALL SELECT unnest(e.related)"
+    "  UNION ALL SELECT r.id FROM {events} AS r WHERE r.related @> ARRAY[e.id] AND r.tenant = %(t)s"
     " ) AS n WHERE w.dist < %(d)s)"
     " SELECT " + _QUALIFIED + ", d.distance"
     " FROM (SELECT id, min(dist) AS distance FROM walk GROUP BY id) AS d"
@@ -363,12 +371,14 @@ class AsyncPostgresStore:
     async def ensure_partitions(self, months_ahead: int = _PARTITION_MONTHS_AHEAD) -> datetime:
         """Create monthly partitions from this month to ``months_ahead`` ahead; returns the covered end."""
         try:
-            async with self._pool.connection() as conn:
+            async with self._pool.connection() as conn, conn.transaction():
+                # Creating a partition locks the parent table; never queue behind a long reader for long.
+                await conn.execute("SET LOCAL lock_timeout = '5s'")
                 cur = await conn.execute(
                     sql.SQL("SELECT {}.ensure_partitions(%s)").format(self._ident), (months_ahead,)
                 )
                 row = await cur.fetchone()
-        except psycopg.Error as exc:
+        except (psycopg.Error, PoolTimeout) as exc:
             raise _translate(exc, "creating partitions") from exc
         assert row is not None
         until: datetime = row[0]
@@ -379,7 +389,12 @@ class AsyncPostgresStore:
     async def append(self, requests: Sequence[AppendRequest]) -> list[AppendOutcome]:
         until = self._partitions_until
         if until is None or datetime.now(UTC) + _PARTITION_MARGIN > until:
-            await self.ensure_partitions()
+            try:
+                await self.ensure_partitions()
+            except StoreError as exc:
+                # Not fatal: the default partition takes the rows. Try again in an hour.
+                logger.warning("meshlog: could not create partitions ahead (%s); retrying later", exc)
+                self._partitions_until = datetime.now(UTC) + _PARTITION_MARGIN + timedelta(hours=1)
         payload = _encode(requests)
         try:
             async with self._pool.connection() as conn:
@@ -486,13 +501,19 @@ class AsyncPostgresStore:
         try:
             conn = self._listener
             if conn is None or conn.closed:
-                conn = await AsyncConnection.connect(self._conninfo, autocommit=True)
-                await conn.execute(sql.SQL("LISTEN {}").format(self._channel))
+                self._listener = None
+                conn = await AsyncConnection.connect(
+                    self._conninfo, autocommit=True, connect_timeout=max(1, int(self._connect_timeout))
+                )
                 self._listener = conn
+                await conn.execute(sql.SQL("LISTEN {}").format(self._channel))
             async for _ in conn.notifies(timeout=timeout, stop_after=1):
                 break
         except psycopg.Error:
-            self._listener = None
+            # Polling carries on without the hint; the next wait reconnects.
+            broken, self._listener = self._listener, None
+            if broken is not None:
+                await broken.close()
         finally:
             async with self._listen_cond:
                 self._listening = False

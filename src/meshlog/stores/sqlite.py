@@ -19,6 +19,7 @@ import json
 import sqlite3
 import threading
 import time
+import weakref
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
@@ -66,6 +67,8 @@ WITH RECURSIVE down(id) AS (
 SELECT {EVENT_COLUMNS} FROM events WHERE id IN (SELECT id FROM down) AND id <> ? AND tenant = ? ORDER BY position
 """
 # Related links may form cycles: UNION and the depth bound end the walk; each event keeps its shortest distance.
+# Every step expands only from events recorded in the tenant (joined as `e`): an external parent, a dangling
+# related id or another tenant's event never bridges two of the tenant's events.
 _GRAPH: Final = f"""
 WITH RECURSIVE walk(id, dist) AS (
     SELECT ?, 0
@@ -73,13 +76,15 @@ WITH RECURSIVE walk(id, dist) AS (
     SELECT e.parent_id, w.dist + 1 FROM walk AS w JOIN events AS e ON e.id = w.id
      WHERE e.tenant = ? AND e.parent_id IS NOT NULL AND w.dist < ?
     UNION
-    SELECT c.id, w.dist + 1 FROM walk AS w JOIN events AS c ON c.parent_id = w.id WHERE c.tenant = ? AND w.dist < ?
+    SELECT c.id, w.dist + 1 FROM walk AS w JOIN events AS e ON e.id = w.id JOIN events AS c ON c.parent_id = e.id
+     WHERE e.tenant = ? AND c.tenant = e.tenant AND w.dist < ?
     UNION
     SELECT j.value, w.dist + 1 FROM walk AS w JOIN events AS e ON e.id = w.id, json_each(e.related) AS j
      WHERE e.tenant = ? AND e.related IS NOT NULL AND w.dist < ?
     UNION
-    SELECT l.source_id, w.dist + 1 FROM walk AS w JOIN event_links AS l ON l.target_id = w.id
-     WHERE l.tenant = ? AND w.dist < ?
+    SELECT l.source_id, w.dist + 1 FROM walk AS w JOIN events AS e ON e.id = w.id
+      JOIN event_links AS l ON l.target_id = e.id AND l.tenant = e.tenant
+     WHERE e.tenant = ? AND w.dist < ?
 )
 SELECT {_PREFIXED_COLUMNS}, min(walk.dist) AS distance FROM walk JOIN events ON events.id = walk.id
  WHERE events.tenant = ? AND EXISTS (SELECT 1 FROM events AS s WHERE s.id = ? AND s.tenant = ?)
@@ -143,6 +148,15 @@ def _statements(script: str) -> Iterator[str]:
         raise ConfigurationError("incomplete statement in a SQLite migration")
 
 
+class _Reader:
+    """A thread's read connection (its lifetime is the thread's)."""
+
+    __slots__ = ("__weakref__", "conn")
+
+    def __init__(self, conn: sqlite3.Connection) -> None:
+        self.conn = conn
+
+
 class _TxReader:
     """Reads the stored state through the writer's connection, inside its write transaction."""
 
@@ -186,7 +200,7 @@ class SqliteStore:
         self._write_lock = threading.Lock()
         self._appended = threading.Condition()
         self._local = threading.local()
-        self._readers: list[sqlite3.Connection] = []
+        self._readers: set[sqlite3.Connection] = set()
         self._readers_lock = threading.Lock()
         self._closed = False
         self._writer = self._connect()
@@ -204,13 +218,21 @@ class SqliteStore:
     def _reader(self) -> sqlite3.Connection:
         if self._closed:
             raise StoreError("the store is closed")
-        conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
-        if conn is None:
-            conn = self._connect()
-            self._local.conn = conn
+        holder: _Reader | None = getattr(self._local, "reader", None)
+        if holder is None:
+            holder = _Reader(self._connect())
+            self._local.reader = holder
             with self._readers_lock:
-                self._readers.append(conn)
-        return conn
+                self._readers.add(holder.conn)
+            # The thread-local holder dies with its thread: close the connection then, so that servers with
+            # short-lived threads do not keep one open file per thread that ever read.
+            weakref.finalize(holder, self._forget_reader, holder.conn)
+        return holder.conn
+
+    def _forget_reader(self, conn: sqlite3.Connection) -> None:
+        with self._readers_lock:
+            self._readers.discard(conn)
+        conn.close()
 
     @contextmanager
     def _write(self) -> Iterator[sqlite3.Connection]:

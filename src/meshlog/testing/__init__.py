@@ -20,6 +20,6 @@ invariants: append-only, no skipped events for subscribers, consistent streams, 
 and bad input that writes nothing. Needs pytest.
 """
 
-from meshlog.testing.conformance import LineageConformance, LogFactory, StoreConformance
+from meshlog.testing.conformance import LineageConformance, LogFactory, StoreConformance, TypesConformance
 
-__all__ = ["LineageConformance", "LogFactory", "StoreConformance"]
+__all__ = ["LineageConformance", "LogFactory", "StoreConformance", "TypesConformance"]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import threading
 import uuid
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol
@@ -25,6 +26,14 @@ from meshlog import (
     ValidationError,
     WrongExpectedVersion,
 )
+from meshlog.types import Mode, TypeRegistry, registry_of
+
+
+def _nested(depth: int) -> dict[str, Any]:
+    value: dict[str, Any] = {}
+    for _ in range(depth):
+        value = {"k": value}
+    return value
 
 
 class LogFactory(Protocol):
@@ -135,6 +144,11 @@ class StoreConformance:
             ({"type": "ok", "data": {}, "occurred_at": datetime(2026, 1, 1)}, "aware"),
             ({"type": "ok", "data": {}, "expected_version": -3}, "expected_version"),
             ({"type": "ok", "data": {}, "parent_id": "00000000-0000-7000-8000-000000000000"}, "parent_exists"),
+            ({"type": "ok", "data": {}, "agent_id": "lone \ud800 surrogate"}, "utf8"),
+            ({"type": "ok", "data": {"s": "lone \udfff"}}, "utf8"),
+            ({"type": "ok", "data": {}, "version": 2**31}, "min"),
+            ({"type": "ok", "data": {}, "expected_version": 2**63}, "expected_version"),
+            ({"type": "ok", "data": _nested(65)}, "max_depth"),
         ],
     )
     def test_bad_input_is_rejected_and_writes_nothing(self, log: EventLog, kwargs: dict[str, Any], rule: str) -> None:
@@ -256,6 +270,12 @@ class StoreConformance:
             log.emit_batch([batch[0], batch[0]])
         assert log.head_position() == head
 
+    def test_idempotency_tells_booleans_from_numbers(self, log: EventLog) -> None:
+        log.emit("flag", {"on": 1, "n": 2}, idempotency_key="flag")
+        assert log.emit("flag", {"on": 1, "n": 2.0}, idempotency_key="flag").data == {"on": 1, "n": 2}
+        with pytest.raises(IdempotencyConflict):
+            log.emit("flag", {"on": True, "n": 2}, idempotency_key="flag")
+
     def test_concurrent_emits_with_one_key_store_one_event(self, log: EventLog) -> None:
         barrier = threading.Barrier(16)
 
@@ -302,6 +322,14 @@ class StoreConformance:
         assert (call.root_id, call.depth) == (root.id, 1)
         assert [(e.root_id, e.depth) for e in chain[:2]] == [(root.id, 2), (root.id, 3)]
         assert (chain[2].root_id, chain[2].depth) == (chain[2].id, 0)
+        with pytest.raises(ValidationError) as info:
+            log.emit_batch(
+                [
+                    NewEvent(type="child", data={}, parent_id=(later := str(uuid.uuid4())), external_parent=True),
+                    NewEvent(type="parent", data={}, id=later),
+                ]
+            )
+        assert info.value.rule == "parent_first"
         outside = str(uuid.uuid4())
         external = log.emit("from.elsewhere", parent_id=outside, external_parent=True)
         assert (external.root_id, external.depth, external.parent_id) == (outside, 1, outside)
@@ -354,6 +382,17 @@ class StoreConformance:
         assert [e.data["i"] for e in [*asc, *more, *rest]] == list(range(25))
         assert not rest.has_more and rest.next_cursor is None
 
+    def test_text_search_folds_ascii_only(self, log: EventLog) -> None:
+        log.emit("a", {"s": "Élan Vital"})
+        log.emit("b", {"s": "élan vital"})
+        assert [e.type for e in log.query(text="VITAL")] == ["a", "b"]
+        assert [e.type for e in log.query(text="élan")] == ["b"]
+
+    def test_position_bounds_are_checked(self, log: EventLog) -> None:
+        for bad in (-1, 2**63):
+            with pytest.raises(ValidationError):
+                log.query(after_position=bad)
+
     def test_cursor_and_limit_validation(self, log: EventLog) -> None:
         log.emit_batch([NewEvent(type="e", data={}) for _ in range(3)])
         page = log.query(limit=1, agent_id=None)
@@ -367,6 +406,10 @@ class StoreConformance:
                 log.query(limit=bad)
         with pytest.raises(ValidationError):
             log.query(order="sideways")  # type: ignore[arg-type]
+        latest = log.query(order="desc", limit=1)
+        assert [e.position for e in log.query(cursor=latest.next_cursor, limit=1)] == [page[0].position + 1]
+        with pytest.raises(InvalidCursor):
+            log.query(cursor=latest.next_cursor, order="asc")
 
     def test_read_stream_ranges_and_direction(self, log: EventLog) -> None:
         log.emit_batch([NewEvent(type="e", data={"i": i}, stream="long") for i in range(1, 1201)])
@@ -514,6 +557,14 @@ class LineageConformance:
         assert [n.distance for n in everything.nodes] == sorted(n.distance for n in everything.nodes)
         assert [n.event.id for n in log.graph(a.id, max_depth=0).nodes] == [a.id]
 
+    def test_graph_does_not_bridge_through_unrecorded_ids(self, log: EventLog) -> None:
+        outside = str(uuid.uuid4())
+        first = log.emit("x", parent_id=outside, external_parent=True)
+        second = log.emit("y", parent_id=outside, external_parent=True)
+        third = log.emit("z", related=[outside])
+        for start in (first, second, third):
+            assert [n.event.id for n in log.graph(start.id, max_depth=5).nodes] == [start.id]
+
     def test_graph_stays_in_the_tenant(self, make_log: LogFactory) -> None:
         a, b = make_log("tenant-a"), make_log("tenant-b")
         mine = a.emit("x")
@@ -575,3 +626,84 @@ class LineageConformance:
         assert (early.state, early.events_replayed, early.snapshot_version) == (210, 20, None)
         plain = log.replay("counter", Total())
         assert (plain.state, plain.events_replayed) == (5060, 110)
+
+
+class TypesConformance:
+    """Type validation at emit, upcasting at read, on a real store. Subclasses provide ``make_log``."""
+
+    @pytest.fixture
+    def typed(self, make_log: LogFactory) -> Callable[..., EventLog]:
+        store = make_log().store
+
+        def build(*catalogues: str, validation: Mode = "known", registry: TypeRegistry | None = None) -> EventLog:
+            return EventLog(store, types=registry or registry_of(catalogues), validation=validation)
+
+        return build
+
+    def test_known_types_are_validated_and_nothing_is_written_on_failure(self, typed: Callable[..., EventLog]) -> None:
+        log = typed("agent-mesh", "session")
+        log.emit("epic_started", {"epic_id": "epic-003", "feature_name": "auth", "estimated_hours": 60})
+        log.emit("something.custom", {"anything": True})  # unknown types pass in "known" mode
+        head = log.head_position()
+        with pytest.raises(ValidationError) as info:
+            log.emit("llm.call", {"prompt_length": 10})  # no model
+        assert (info.value.field, info.value.rule) == ("data.model", "required")
+        with pytest.raises(ValidationError) as info:
+            log.emit_batch(
+                [NewEvent(type="llm.call", data={"model": "m"}), NewEvent(type="epic_started", data={"epic_id": 3})]
+            )
+        assert info.value.field is not None and info.value.field.startswith("events[1].data")
+        assert log.head_position() == head
+
+    def test_strict_rejects_unknown_types_and_off_checks_nothing(self, typed: Callable[..., EventLog]) -> None:
+        strict = typed("session", validation="strict")
+        with pytest.raises(ValidationError) as info:
+            strict.emit("not.in.catalogue", {})
+        assert info.value.rule == "unknown_type"
+        assert strict.emit("commit", {"message": "feat: auth", "files_changed": 7}).type == "commit"
+        assert strict.record_outcome(strict.query(types=["commit"])[0].id, {"status": "merged"}).type == (
+            "outcome.recorded"
+        )
+        off = typed("agent-mesh", validation="off")
+        assert off.emit("llm.call", {"not": "validated"}).data == {"not": "validated"}
+
+    def test_important_types_are_marked_unless_overridden(self, typed: Callable[..., EventLog]) -> None:
+        log = typed("documentable")
+        marked = log.emit("widget.created", {"widget_id": "w1", "widget_type": "chart"})
+        assert log.get(marked.id).metadata.get("important") is True
+        kept = log.emit("widget.created", {"widget_id": "w2", "widget_type": "chart"}, metadata={"important": False})
+        assert log.get(kept.id).metadata["important"] is False
+
+    def test_reads_upcast_old_versions_and_raw_reads_do_not(self, typed: Callable[..., EventLog]) -> None:
+        registry = TypeRegistry()
+        schema_v1 = {"type": "object", "properties": {"name": {"type": "string"}}, "required": ["name"]}
+        schema_v2 = {"type": "object", "properties": {"full_name": {"type": "string"}}, "required": ["full_name"]}
+        registry.register("user.renamed", schema=schema_v1, category="user", description="v1")
+        registry.register("user.renamed", schema=schema_v2, category="user", description="v2", version=2)
+        registry.add_upcaster("user.renamed", 1, lambda data: {"full_name": data["name"]})
+        log = typed(registry=registry)
+        old = log.emit("user.renamed", {"name": "Ada"}, version=1, stream="user:1")
+        new = log.emit("user.renamed", {"full_name": "Grace"}, version=2, stream="user:1")
+        assert (log.get(old.id).version, log.get(old.id).data) == (2, {"full_name": "Ada"})
+        assert log.get(old.id, raw=True) == old
+        assert [e.data["full_name"] for e in log.read_stream("user:1")] == ["Ada", "Grace"]
+        assert [e.version for e in log.read_stream("user:1", raw=True)] == [1, 2]
+        assert [e.version for e in log.query(stream="user:1")] == [2, 2]
+        assert log.query(stream="user:1", raw=True)[0] == old
+        assert log.replay("user:1", FunctionProjection(list, lambda s, e: [*s, e.data["full_name"]])).state == [
+            "Ada",
+            "Grace",
+        ]
+        assert new.version == 2
+        with pytest.raises(ValidationError) as info:
+            log.emit("user.renamed", {"full_name": "x"}, version=3)
+        assert info.value.rule == "unknown_version"
+
+    def test_event_types_lists_what_the_log_knows(self, typed: Callable[..., EventLog]) -> None:
+        listed = {t.name: t.to_dict() for t in typed("session").event_types()}
+        assert set(listed["epic_started"]) == {
+            "type", "description", "category", "required_fields", "optional_fields", "version", "important"
+        }  # fmt: skip
+        assert listed["epic_started"]["category"] == "epic"
+        assert "epic_id" in listed["epic_started"]["required_fields"]
+        assert "outcome.recorded" in listed

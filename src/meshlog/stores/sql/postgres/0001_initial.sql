@@ -96,7 +96,7 @@ DECLARE
     hi timestamptz;
     name text;
 BEGIN
-    PERFORM pg_advisory_xact_lock(1835365224, 2);
+    PERFORM pg_advisory_xact_lock(1835365226, hashtext(__SCHEMA_LIT__));
     FOR i IN 0..p_months_ahead LOOP
         month := first_month + make_interval(months => i);
         lo := month::timestamp AT TIME ZONE 'UTC';
@@ -133,8 +133,9 @@ BEGIN
     -- Invariant 2 (no reader ever skips an event): take positions and commit in the same order. This lock
     -- is held until commit, so a transaction can only take positions after every earlier one is visible;
     -- a reader that has seen position p can never later find a smaller position committed. Group commit
-    -- (many requests per call) keeps the cost of this serialization low.
-    PERFORM pg_advisory_xact_lock(1835365224, 1);
+    -- (many requests per call) keeps the cost of this serialization low. The lock is per schema, so stores in
+    -- other schemas of the database do not wait for each other.
+    PERFORM pg_advisory_xact_lock(1835365225, hashtext(__SCHEMA_LIT__));
     now_ts := clock_timestamp();
     FOR req IN SELECT value FROM jsonb_array_elements(p_requests) LOOP
         outcomes := outcomes || jsonb_build_array(__SCHEMA__.append_request(req, now_ts));
