@@ -8,10 +8,10 @@ import pytest
 
 from meshlog import EventLog
 from meshlog.stores import open_store
-from meshlog.testing import LineageConformance, LogFactory, StoreConformance, TypesConformance
+from meshlog.testing import LineageConformance, LogFactory, SessionConformance, StoreConformance, TypesConformance
 
 
-class TestStores(StoreConformance, LineageConformance, TypesConformance):
+class TestStores(StoreConformance, LineageConformance, TypesConformance, SessionConformance):
     @pytest.fixture
     def make_log(self, store_url: str) -> Iterator[LogFactory]:
         store = open_store(store_url)

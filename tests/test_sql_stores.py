@@ -269,3 +269,45 @@ def test_sqlite_upgrade_keeps_related_links(tmp_path: Path) -> None:
             )
     with meshlog.connect(f"sqlite:///{path}") as log:
         assert {n.event.id for n in log.graph(ids[0]).nodes} == {ids[0], ids[2]}
+
+
+@pytest.mark.postgres
+def test_postgres_combines_a_group_and_still_answers_each_request_alone(pg_url: str) -> None:
+    from meshlog._validation import AppendRequest, prepare_request
+    from meshlog.stores import open_store
+
+    store = open_store(pg_url)
+    store.migrate()
+    log = meshlog.EventLog(store)
+    existing = log.emit("seed", {}, stream="versioned", idempotency_key="seen")
+
+    def request(*events: NewEvent, expected: object = meshlog.ANY) -> AppendRequest:
+        return prepare_request("default", list(events), expected_version=expected, max_event_bytes=10**6)
+
+    requests = [
+        request(NewEvent(type="a", data={"i": 0}, stream="s")),
+        request(NewEvent(type="a", data={"i": 1}, stream="s"), NewEvent(type="b", data={}, stream="t")),
+        request(NewEvent(type="retry", data={}, stream="versioned", idempotency_key="seen")),  # a conflict
+        request(NewEvent(type="a", data={"i": 2}, stream="s")),
+        request(NewEvent(type="v", data={}, stream="versioned"), expected=1),
+        request(NewEvent(type="k", data={}, idempotency_key="fresh")),
+        request(NewEvent(type="k", data={}, idempotency_key="fresh")),  # the same key again: a duplicate
+        request(NewEvent(type="orphan", data={}, parent_id=str(uuid.uuid4()))),  # fails alone
+        request(NewEvent(type="a", data={"i": 3}, stream="s")),
+    ]
+    outcomes = store.append(requests)
+    assert isinstance(outcomes[2], meshlog.IdempotencyConflict)
+    assert isinstance(outcomes[7], meshlog.ValidationError)
+    written = [o for i, o in enumerate(outcomes) if i not in (2, 7)]
+    assert all(isinstance(o, list) for o in written)
+    assert [e.data.get("i") for e in log.read_stream("s")] == [0, 1, 2, 3]
+    assert [e.stream_position for e in log.read_stream("versioned")] == [1, 2]
+    assert outcomes[5] == outcomes[6]
+    positions = [e.position for o in written if isinstance(o, list) for e in o]
+    assert (len(positions), len(set(positions))) == (8, 7)  # the duplicate answers with the original
+    for outcome in written:
+        assert isinstance(outcome, list)
+        for event in outcome:
+            assert log.get(event.id) == event
+    assert existing.stream_position == 1
+    store.close()

@@ -30,6 +30,8 @@ RENAMES = {
     "AsyncCondition": "Condition",
     "async_sleep": "sleep",
     "async_complete": "complete",
+    "async_wait": "wait",
+    "AsyncLock": "Lock",
     "AsyncIterator": "Iterator",
     "AsyncIterable": "Iterable",
     "AsyncGenerator": "Generator",

@@ -6,19 +6,26 @@ Each append waits in a queue; one caller at a time (the leader) takes everything
 queue fills while the leader writes, so the cost of a transaction (commit, fsync, position lock) is shared by
 many appends; with a single writer nothing waits. Every caller is answered only after its own request is
 committed, so "acknowledged means durable" holds.
+
+When the previous group held several requests (several writers are active), the leader waits a little
+(at most ``max_wait`` seconds, 1 ms by default) for as many requests to queue before it writes: the writers
+that were answered a moment ago are usually about to append again, and one transaction for all of them costs
+far less than one each. A lone writer never waits.
 """
 
 from __future__ import annotations
 
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from meshlog._concurrency import Condition, complete
+from meshlog._concurrency import Condition, Lock, complete, wait
 from meshlog._validation import AppendRequest
 from meshlog.errors import MeshlogError, StoreError, StoreUnavailable
 from meshlog.store import AppendOutcome, Store
 
 MAX_GROUP_EVENTS = 2000
+MAX_WAIT = 0.001
 
 
 @dataclass(slots=True)
@@ -32,18 +39,23 @@ class _Slot:
 class GroupCommitter:
     """Writes queued append requests together (see the module's docstring)."""
 
-    def __init__(self, store: Store, *, max_group_events: int = MAX_GROUP_EVENTS) -> None:
+    def __init__(self, store: Store, *, max_group_events: int = MAX_GROUP_EVENTS, max_wait: float = MAX_WAIT) -> None:
         self._store = store
         self._max_group_events = max_group_events
-        self._cond = Condition()
+        self._max_wait = max_wait
+        lock = Lock()
+        self._cond = Condition(lock)
+        self._arrived = Condition(lock)
         self._pending: list[_Slot] = []
         self._busy = False
+        self._last_group = 1
 
     def submit(self, request: AppendRequest) -> AppendOutcome:
         """Append one request (in a group with whatever else is queued) and return its outcome."""
         slot = _Slot(request)
         with self._cond:
             self._pending.append(slot)
+            self._arrived.notify()
             try:
                 while self._busy and not slot.done:
                     self._cond.wait()
@@ -64,6 +76,17 @@ class GroupCommitter:
         assert slot.outcome is not None
         return slot.outcome
 
+    def _gather(self) -> None:
+        """With other writers active, wait (bounded) until as many requests are queued as the last group had."""
+        if self._last_group < 2 or self._max_wait <= 0:
+            return
+        deadline = time.monotonic() + self._max_wait
+        while len(self._pending) < self._last_group:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return
+            wait(self._arrived, remaining)
+
     def _take(self) -> list[_Slot]:
         taken = 0
         count = 0
@@ -80,7 +103,9 @@ class GroupCommitter:
         try:
             while not own.done:
                 with self._cond:
+                    self._gather()
                     group = self._take()
+                self._last_group = len(group)
                 self._write(group)
                 with self._cond:
                     self._cond.notify_all()

@@ -7,6 +7,7 @@ sync names when it writes the sync module, so both variants share one source.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import threading
 import time
 from collections.abc import Coroutine
@@ -16,6 +17,21 @@ T = TypeVar("T")
 
 AsyncCondition = asyncio.Condition
 Condition = threading.Condition
+
+
+AsyncLock = asyncio.Lock
+Lock = threading.Lock
+
+
+async def async_wait(condition: asyncio.Condition, timeout: float) -> None:
+    """Wait on ``condition`` (its lock held) until notified or ``timeout`` seconds pass."""
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(condition.wait(), timeout)
+
+
+def wait(condition: threading.Condition, timeout: float) -> None:
+    """Wait on ``condition`` (its lock held) until notified or ``timeout`` seconds pass."""
+    condition.wait(timeout)
 
 
 async def async_sleep(seconds: float) -> None:

@@ -9,7 +9,7 @@ import time
 import uuid
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import replace
-from datetime import datetime
+from datetime import UTC, datetime
 from types import TracebackType
 from typing import Any, Final, TypeVar, cast
 
@@ -18,8 +18,11 @@ from meshlog._validation import DEFAULT_MAX_EVENT_BYTES, check_tenant, prepare_r
 from meshlog.errors import MeshlogError, NotFound, ValidationError
 from meshlog.events import ANY, ExpectedVersion, NewEvent, RecordedEvent, StreamInfo
 from meshlog.lineage import OUTCOME_TYPE, Graph, Lineage
+from meshlog.narrative import render_narrative
 from meshlog.projections import Projection, Replay, SnapshotProjection, supports_snapshots
 from meshlog.query import EventFilter, Order, Page, check_limit, check_order, make_page, resolve_page_request
+from meshlog.resume import Resume, ResumeRules, suggest
+from meshlog.session import SessionState
 from meshlog.store import Store
 from meshlog.stores import open_store
 from meshlog.types import MODES, EventType, Mode, TypeRegistry, register_own_types, registry_of
@@ -379,6 +382,48 @@ class EventLog:
             blob = json.dumps(snap_projection.to_snapshot(state), separators=(",", ":"))
             self.store.save_snapshot(self.tenant, stream, snap_projection.name, snap_projection.version, last, blob)
         return Replay(state, count, last, (time.perf_counter() - started) * 1000.0, base)
+
+    def resume(
+        self,
+        stream: str,
+        *,
+        now: datetime | None = None,
+        rules: ResumeRules | None = None,
+        snapshot_every: int = 500,
+    ) -> Resume:
+        """Replay ``stream`` through :class:`~meshlog.session.SessionState` (from its last snapshot) and suggest
+        what to do next, by the built-in resume rules or ``rules`` (see :mod:`meshlog.resume`)."""
+        replayed = self.replay(stream, SessionState(), snapshot_every=snapshot_every)
+        moment = now or datetime.now(UTC)
+        return Resume(stream, replayed.state, suggest(replayed.state, now=moment, rules=rules), replayed.last_version)
+
+    def narrative(
+        self,
+        *,
+        trace_id: str | None = None,
+        stream: str | None = None,
+        title: str | None = None,
+        now: datetime | None = None,
+        limit: int = 10_000,
+    ) -> str:
+        """A Markdown timeline of one trace or one stream: who did what and when, why (user intent), how long it
+        took, what failed and what followed, outcomes. At most ``limit`` events (the first ones) are told."""
+        if (trace_id is None) == (stream is None):
+            raise ValidationError("give exactly one of trace_id and stream", field="trace_id", rule="one_of")
+        events: list[RecordedEvent] = []
+        if stream is not None:
+            for event in self.read_stream(stream):
+                events.append(event)
+                if len(events) >= limit:
+                    break
+        else:
+            page = self.query(trace_id=trace_id, limit=PAGE_SIZE)
+            events.extend(page)
+            while page.has_more and len(events) < limit:
+                page = self.query(cursor=page.next_cursor, limit=PAGE_SIZE)
+                events.extend(page)
+        default = f"Trace {trace_id}" if trace_id is not None else f"Stream {stream}"
+        return render_narrative(events[:limit], title=title or default, now=now)
 
     def subscribe(
         self,

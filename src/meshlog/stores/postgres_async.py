@@ -202,6 +202,69 @@ def _encode(requests: Sequence[AppendRequest]) -> str:
     return f"[{','.join(parts)}]"
 
 
+_MAX_COMBINED_EVENTS: Final = 1000
+
+
+def _merge(requests: Sequence[AppendRequest]) -> list[list[int]]:
+    """Which requests of a group to send as one combined request (indexes into ``requests``).
+
+    The append function handles a request's events in one set-based insert, but each request costs a pass of
+    its own; group commit under load means many small requests, so consecutive requests of one tenant are
+    combined. Not combined: requests with an expected version (checked per request), requests with ids given
+    by the caller, and requests whose idempotency keys repeat one already in the combination (the second must
+    see the first as recorded). A combined request that fails is retried request by request.
+    """
+    groups: list[list[int]] = []
+    current: list[int] | None = None
+    keys: set[str] = set()
+    size = 0
+    for index, request in enumerate(requests):
+        own = {e.idempotency_key for e in request.events if e.idempotency_key is not None}
+        combinable = request.stream is None and not any(e.id_given for e in request.events)
+        if (
+            combinable
+            and current is not None
+            and requests[current[0]].tenant == request.tenant
+            and not own & keys
+            and size + len(request.events) <= _MAX_COMBINED_EVENTS
+        ):
+            current.append(index)
+            keys |= own
+            size += len(request.events)
+            continue
+        groups.append([index])
+        if combinable:
+            current, keys, size = groups[-1], own, len(request.events)
+        else:
+            current = None
+    return groups
+
+
+def _combine(requests: Sequence[AppendRequest], group: list[int]) -> AppendRequest:
+    if len(group) == 1:
+        return requests[group[0]]
+    first = requests[group[0]]
+    return AppendRequest(tenant=first.tenant, events=[e for i in group for e in requests[i].events])
+
+
+def _distribute(
+    requests: Sequence[AppendRequest], group: list[int], raw: dict[str, Any], outcomes: list[AppendOutcome | None]
+) -> None:
+    """Split a combined request's outcome back into the outcomes of its requests."""
+    offset = 0
+    for index in group:
+        count = len(requests[index].events)
+        part = {
+            "ok": raw["ok"][offset : offset + count],
+            "rt": raw["rt"][offset : offset + count],
+            "dp": raw["dp"][offset : offset + count],
+            "p": int(raw["p"]) + offset,
+            "at": raw["at"],
+        }
+        outcomes[index] = _outcome(requests[index], part)
+        offset += count
+
+
 def _outcome(request: AppendRequest, raw: dict[str, Any]) -> AppendOutcome:
     if "ok" in raw:
         first = int(raw["p"])
@@ -395,18 +458,37 @@ class AsyncPostgresStore:
                 # Not fatal: the default partition takes the rows. Try again in an hour.
                 logger.warning("meshlog: could not create partitions ahead (%s); retrying later", exc)
                 self._partitions_until = datetime.now(UTC) + _PARTITION_MARGIN + timedelta(hours=1)
+        groups = _merge(requests)
+        merged = [_combine(requests, group) for group in groups]
+        raw = await self._call_append(merged)
+        outcomes: list[AppendOutcome | None] = [None] * len(requests)
+        retry: list[int] = []
+        for group, request, outcome in zip(groups, merged, raw, strict=True):
+            if len(group) == 1:
+                outcomes[group[0]] = _outcome(request, outcome)
+            elif "ok" in outcome:
+                _distribute(requests, group, outcome, outcomes)
+            else:
+                # A combined request wrote nothing: one of its requests failed (or was a retry). Write each alone
+                # so that every caller gets its own outcome.
+                retry.extend(group)
+        if retry:
+            alone = [requests[i] for i in retry]
+            for index, request, outcome in zip(retry, alone, await self._call_append(alone), strict=True):
+                outcomes[index] = _outcome(request, outcome)
+        return [outcome for outcome in outcomes if outcome is not None]
+
+    async def _call_append(self, requests: Sequence[AppendRequest]) -> list[dict[str, Any]]:
         payload = _encode(requests)
         try:
             async with self._pool.connection() as conn:
                 cur = await conn.execute(self._append_sql, (payload,))
                 row = await cur.fetchone()
-        except psycopg.Error as exc:
-            raise _translate(exc, "appending") from exc
-        except PoolTimeout as exc:
+        except (psycopg.Error, PoolTimeout) as exc:
             raise _translate(exc, "appending") from exc
         assert row is not None
-        raw = row[0]
-        return [_outcome(request, outcome) for request, outcome in zip(requests, raw, strict=True)]
+        raw: list[dict[str, Any]] = row[0]
+        return raw
 
     # -- reading -----------------------------------------------------------------------------------------------
     async def _fetch(self, query: sql.Composed, params: Sequence[object] | Mapping[str, object]) -> list[TupleRow]:

@@ -20,6 +20,12 @@ invariants: append-only, no skipped events for subscribers, consistent streams, 
 and bad input that writes nothing. Needs pytest.
 """
 
-from meshlog.testing.conformance import LineageConformance, LogFactory, StoreConformance, TypesConformance
+from meshlog.testing.conformance import (
+    LineageConformance,
+    LogFactory,
+    SessionConformance,
+    StoreConformance,
+    TypesConformance,
+)
 
-__all__ = ["LineageConformance", "LogFactory", "StoreConformance", "TypesConformance"]
+__all__ = ["LineageConformance", "LogFactory", "SessionConformance", "StoreConformance", "TypesConformance"]

@@ -707,3 +707,52 @@ class TypesConformance:
         assert listed["epic_started"]["category"] == "epic"
         assert "epic_id" in listed["epic_started"]["required_fields"]
         assert "outcome.recorded" in listed
+
+
+class SessionConformance:
+    """Resume suggestions and narratives read back from a real store. Subclasses provide ``make_log``."""
+
+    @pytest.fixture
+    def log(self, make_log: LogFactory) -> EventLog:
+        return make_log()
+
+    def test_resume_reads_the_stream_back_and_suggests_what_next(self, log: EventLog) -> None:
+        start = datetime(2026, 3, 1, 9, 0, tzinfo=UTC)
+        steps: list[tuple[str, dict[str, Any]]] = [
+            ("instance_registered", {"instance_id": "odin3-ps"}),
+            ("epic_started", {"epic_id": "epic-003", "feature_name": "authentication-oauth"}),
+            ("test_passed", {"epic_id": "epic-003", "passed_count": 45, "failed_count": 0, "test_count": 45}),
+            ("epic_completed", {"epic_id": "epic-003", "tests_passed": 45}),
+            ("prd_updated", {"epic_id": "epic-003"}),
+        ]
+        for i, (type_, data) in enumerate(steps):
+            log.emit(type_, data, stream="instance:odin3-ps", occurred_at=start + timedelta(minutes=i))
+        first = log.resume("instance:odin3-ps", now=start + timedelta(hours=1), snapshot_every=2)
+        assert first.text == "epic-003 is complete: 45 tests passed, PRD updated. Ready for the next epic."
+        assert first.last_version == 5
+        assert first.state.to_final_state()["last_epic"] == "epic-003"
+        log.emit("deployment_started", {"service": "api"}, stream="instance:odin3-ps", occurred_at=start)
+        again = log.resume("instance:odin3-ps", now=start + timedelta(hours=2), snapshot_every=2)
+        assert "deployment of api started" in again.text and "never finished" in again.text
+        assert again.last_version == 6
+        assert again.state.total_events_replayed == 6
+        assert log.resume("instance:nobody").suggestion.rule == "nothing_recorded"
+
+    def test_narrative_tells_a_trace(self, log: EventLog) -> None:
+        ask = log.emit("user_message", {"content": "add rate limiting"}, trace_id="run-1", agent_id="user")
+        dispatch = log.emit("task.dispatched", {"capability": "code"}, trace_id="run-1", task_id="t1",
+                            agent_id="orchestrator", parent_id=ask.id)  # fmt: skip
+        log.emit("llm.error", {"model": "gpt-4o", "error_type": "timeout"}, trace_id="run-1", task_id="t1",
+                 agent_id="api-coder", parent_id=dispatch.id)  # fmt: skip
+        done = log.emit("task.result", {"status": "succeeded"}, trace_id="run-1", task_id="t1", agent_id="api-coder",
+                        parent_id=dispatch.id)  # fmt: skip
+        log.record_outcome(done.id, {"status": "merged"})
+        log.emit("elsewhere", {}, trace_id="run-2")
+        text = log.narrative(trace_id="run-1")
+        assert text.startswith("#") and "run-1" in text
+        for expected in ("api-coder", "orchestrator", "task.result", "timeout", "merged"):
+            assert expected in text
+        assert "elsewhere" not in text
+        assert "task.dispatched" in log.narrative(stream="task:t1")
+        with pytest.raises(ValidationError):
+            log.narrative()
