@@ -17,7 +17,7 @@ import uuid
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Final
+from typing import Final, cast
 
 from meshlog.errors import EventTooLarge, ValidationError
 from meshlog.events import ExpectedVersion, NewEvent, StreamState, default_stream, uuid7
@@ -118,6 +118,55 @@ def _uuid(value: object, name: str) -> str:
     raise ValidationError(f"{name} must be a UUID, got {value!r}", field=name, rule="uuid")
 
 
+_SCALARS: Final = frozenset({int, bool, type(None)})
+
+
+def _plain(value: object, depth: int = 0) -> bool:
+    """True when a JSON value certainly passes :func:`_check_json` (exact built-in types, no NUL, ASCII or valid
+    UTF-8, finite floats, bounded nesting). The fast path of every emit: it builds no error paths; anything it is
+    unsure of goes to :func:`_check_json`, which names the problem."""
+    kind = type(value)
+    if kind is dict:
+        if depth >= MAX_JSON_DEPTH:
+            return False
+        for key, item in cast("dict[object, object]", value).items():
+            if type(key) is not str or "\x00" in key or not (key.isascii() or _utf8_ok(key)):
+                return False
+            item_kind = type(item)
+            if item_kind is str:
+                text = cast("str", item)
+                if "\x00" in text or not (text.isascii() or _utf8_ok(text)):
+                    return False
+            elif item_kind in _SCALARS:
+                continue
+            elif item_kind is float:
+                if not math.isfinite(cast("float", item)):
+                    return False
+            elif not _plain(item, depth + 1):
+                return False
+        return True
+    if kind is list or kind is tuple:
+        if depth >= MAX_JSON_DEPTH:
+            return False
+        return all(_plain(item, depth + 1) for item in cast("list[object]", value))
+    if kind is str:
+        text = cast("str", value)
+        return "\x00" not in text and (text.isascii() or _utf8_ok(text))
+    if kind in _SCALARS:
+        return True
+    if kind is float:
+        return math.isfinite(cast("float", value))
+    return False
+
+
+def _utf8_ok(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
 def _check_json(value: object, path: str, depth: int = 0) -> None:
     """Walk a JSON value: str keys, finite numbers, no NUL, valid Unicode, bounded nesting, nothing json.dumps
     would silently convert."""
@@ -161,7 +210,8 @@ def encode_object(value: object, name: str) -> str:
         )
     if not isinstance(value, dict):
         value = dict(value)
-    _check_json(value, name)
+    if not _plain(value):
+        _check_json(value, name)
     return json.dumps(value, ensure_ascii=False, separators=(",", ":"), allow_nan=False)
 
 

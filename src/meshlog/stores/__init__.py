@@ -14,7 +14,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from types import ModuleType
 from typing import TYPE_CHECKING
-from urllib.parse import parse_qsl, urlsplit
+from urllib.parse import parse_qsl, quote, urlencode, urlsplit
 
 from meshlog.errors import ConfigurationError
 
@@ -60,7 +60,7 @@ def parse_url(url: str) -> ParsedUrl:
         parts = urlsplit(url)
         pairs = parse_qsl(parts.query, keep_blank_values=True)
         options = {k: v for k, v in pairs if k in _POSTGRES_OPTIONS}
-        rest = "&".join(f"{k}={v}" for k, v in pairs if k not in _POSTGRES_OPTIONS)
+        rest = urlencode([(k, v) for k, v in pairs if k not in _POSTGRES_OPTIONS], quote_via=quote)
         target = parts._replace(scheme="postgresql", query=rest).geturl()
         return ParsedUrl("postgres", target, options)
     if scheme in {"http", "https"}:

@@ -280,7 +280,7 @@ def _outcome(request: AppendRequest, raw: dict[str, Any]) -> AppendOutcome:
                     type=e.type,
                     version=e.version,
                     data=json.loads(e.data_json),
-                    metadata=json.loads(e.metadata_json),
+                    metadata={} if e.metadata_json == "{}" else json.loads(e.metadata_json),
                     trace_id=e.trace_id,
                     task_id=e.task_id,
                     agent_id=e.agent_id,
