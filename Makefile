@@ -32,6 +32,7 @@ test: lint  ## lint, then the whole test suite (PostgreSQL tests need 127.0.0.1:
 
 bench: $(STAMP)  ## benchmarks against SQLite, PostgreSQL and the eventsourcing library; see docs/benchmarks.md
 	$(BIN)/python -m benchmarks.run
+	$(BIN)/python -m benchmarks.snapshots
 
 sync: $(STAMP)  ## regenerate the sync modules from their async sources
 	$(BIN)/python tools/gen_sync.py

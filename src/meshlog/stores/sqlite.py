@@ -92,6 +92,14 @@ SELECT {_PREFIXED_COLUMNS}, min(walk.dist) AS distance FROM walk JOIN events ON 
 """
 
 
+_scan = json.JSONDecoder().raw_decode
+
+
+def _payload(text: str) -> Any:
+    """A payload as stored (compact JSON, no surrounding whitespace), decoded without json.loads' extra passes."""
+    return {} if text == "{}" else _scan(text)[0]
+
+
 def _us(value: datetime) -> int:
     delta = value - _EPOCH
     return (delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds
@@ -110,8 +118,8 @@ def _event(row: tuple[Any, ...]) -> RecordedEvent:
         stream_position=row[4],
         type=row[5],
         version=row[6],
-        data=json.loads(row[7]),
-        metadata=json.loads(row[8]),
+        data=_payload(row[7]),
+        metadata=_payload(row[8]),
         trace_id=row[9],
         task_id=row[10],
         agent_id=row[11],
