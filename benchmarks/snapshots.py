@@ -29,21 +29,29 @@ DEFAULT_DSN = "postgresql://postgres@127.0.0.1:5432/test"
 
 
 def _session_events(count: int, stream: str) -> list[meshlog.NewEvent]:
-    """A long session: epics with tests, commits and deployments, repeated."""
-    kinds: list[tuple[str, dict[str, Any]]] = [
+    """A long agent session: mostly heartbeats, context updates and test runs, with an epic every 200 events
+    (its start, commits, a deployment, a checkpoint and its completion)."""
+    cycle: list[tuple[str, dict[str, Any]]] = [
         ("epic_started", {"epic_id": "epic-{n}", "feature_name": "feature {n}", "estimated_hours": 8}),
-        ("test_passed", {"epic_id": "epic-{n}", "test_type": "unit", "passed_count": 40, "failed_count": 0}),
-        ("commit_created", {"hash": "c{n}", "message": "feat: step {n}", "files_changed": 3}),
+    ]
+    for step in range(196):
+        if step % 4 == 0:
+            cycle.append(("test_passed", {"epic_id": "epic-{n}", "test_type": "unit", "passed_count": 40}))
+        elif step % 4 == 1:
+            cycle.append(("context_window_updated", {"context_percent": 42}))
+        elif step % 20 == 2:
+            cycle.append(("commit_created", {"hash": "c{n}", "message": "feat: step {n}", "files_changed": 3}))
+        else:
+            cycle.append(("instance_heartbeat", {"instance_id": "odin3-ps"}))
+    cycle += [
         ("deployment_started", {"service": "api", "port": 8081}),
         ("deployment_completed", {"service": "api", "port": 8081, "health_status": "healthy"}),
         ("epic_completed", {"epic_id": "epic-{n}", "duration_hours": 7.5, "tests_passed": 40}),
-        ("context_window_updated", {"context_percent": 42}),
-        ("checkpoint_created", {"checkpoint_id": "cp-{n}", "summary": "after step {n}"}),
     ]
     events = []
     for i in range(count):
-        event_type, template = kinds[i % len(kinds)]
-        n = i // len(kinds)
+        event_type, template = cycle[i % len(cycle)]
+        n = i // len(cycle)
         data = {k: v.format(n=n) if isinstance(v, str) else v for k, v in template.items()}
         events.append(meshlog.NewEvent(type=event_type, data=data, stream=stream))
     return events
