@@ -50,6 +50,11 @@ class GroupCommitter:
         self._busy = False
         self._last_group = 1
 
+    @property
+    def queue_depth(self) -> int:
+        """Requests waiting for the group being written (a gauge for metrics)."""
+        return len(self._pending)
+
     def submit(self, request: AppendRequest) -> AppendOutcome:
         """Append one request (in a group with whatever else is queued) and return its outcome."""
         slot = _Slot(request)

@@ -78,6 +78,11 @@ class EventLog:
         self._committer = GroupCommitter(store)
 
     @property
+    def queue_depth(self) -> int:
+        """Appends waiting while a group commit is in flight (for metrics)."""
+        return self._committer.queue_depth
+
+    @property
     def url(self) -> str:
         """The store's URL, without password."""
         return self.store.url

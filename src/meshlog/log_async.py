@@ -77,6 +77,11 @@ class AsyncEventLog:
         self._committer = AsyncGroupCommitter(store)
 
     @property
+    def queue_depth(self) -> int:
+        """Appends waiting while a group commit is in flight (for metrics)."""
+        return self._committer.queue_depth
+
+    @property
     def url(self) -> str:
         """The store's URL, without password."""
         return self.store.url
