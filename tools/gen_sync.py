@@ -24,6 +24,7 @@ SOURCES = {
     "_commit_async.py": "_commit.py",
     "log_async.py": "log.py",
     "stores/postgres_async.py": "stores/postgres.py",
+    "stores/http_async.py": "stores/http.py",
 }
 
 RENAMES = {
@@ -49,6 +50,11 @@ RENAMES = {
     "_commit_async": "_commit",
     "log_async": "log",
     "postgres_async": "postgres",
+    "AsyncHttpStore": "HttpStore",
+    "AsyncClient": "Client",
+    "AsyncBaseTransport": "BaseTransport",
+    "aclose": "close",
+    "http_async": "http",
     "__aenter__": "__enter__",
     "__aexit__": "__exit__",
     "asynccontextmanager": "contextmanager",

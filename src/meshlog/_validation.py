@@ -237,6 +237,8 @@ def prepare(
     if check is not None:
         event = check(event, index)
     type_ = event.type
+    if isinstance(type_, str) and "\x00" in type_:
+        raise ValidationError(f"{at}type contains a NUL character", field=f"{at}type", rule="no_nul")
     if not isinstance(type_, str) or not _TYPE_RE.fullmatch(type_):
         raise ValidationError(
             f"{at}type must match {_TYPE_RE.pattern} (letters, digits and . _ : / -), got {type_!r}",

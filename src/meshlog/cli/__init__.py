@@ -615,3 +615,69 @@ def streams(ctx: click.Context, prefix: str | None, after: str | None, limit: in
         console.print(f"{len(infos)} streams; more may exist, next page: --after {infos[-1].stream}")
     else:
         console.print(f"{len(infos)} stream{'' if len(infos) == 1 else 's'}")
+
+
+@main.command(
+    short_help="Serve the HTTP API.",
+    epilog=_examples(
+        "meshlog serve --url sqlite:///events.db --port 8080",
+        "meshlog serve --url postgresql://app@db.internal/events --host 0.0.0.0 --insecure --types agent-mesh",
+    ),
+)
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
+@click.option("--port", type=click.IntRange(0, 65535), default=8080, show_default=True, help="Port to listen on.")
+@click.option("--url", "serve_url", metavar="URL", help="Store URL (overrides the group's --url).")
+@click.option("--tenant", "serve_tenant", metavar="NAME", help="Tenant to serve (overrides the group's --tenant).")
+@click.option("--no-migrate", is_flag=True, help="Do not create or upgrade the schema at startup.")
+@click.option(
+    "--insecure",
+    is_flag=True,
+    help="Allow listening on a non-loopback address although the API has no authentication yet.",
+)
+@click.option(
+    "--validation",
+    type=click.Choice(["known", "strict", "off"]),
+    default="known",
+    show_default=True,
+    help="Validate known types (known), also reject unknown types (strict), or neither (off).",
+)
+@click.option(
+    "--types",
+    "catalogues",
+    multiple=True,
+    metavar="CATALOGUE",
+    help="Built-in catalogue (agent-mesh, session, documentable) or catalogue file to load (repeatable).",
+)
+@click.pass_context
+def serve(
+    ctx: click.Context,
+    host: str,
+    port: int,
+    serve_url: str | None,
+    serve_tenant: str | None,
+    no_migrate: bool,
+    insecure: bool,
+    validation: str,
+    catalogues: tuple[str, ...],
+) -> None:
+    """Serve meshlog's HTTP API (docs/server.md) with uvicorn until Ctrl-C or SIGTERM.
+
+    Listens on 127.0.0.1 unless --host says otherwise; a non-loopback address needs --insecure, because the
+    API has no authentication yet. On shutdown, in-flight requests finish and open subscriptions end.
+    """
+    try:
+        from meshlog.server import create_app, is_loopback, run
+    except ImportError as exc:
+        raise CliError(str(exc)) from None
+    if not is_loopback(host) and not insecure:
+        raise InputError(
+            f"refusing to listen on {host}: the API has no authentication yet; "
+            "use --host 127.0.0.1, or --insecure to expose it anyway"
+        )
+    settings = ctx.find_object(_Settings) or _Settings(None, False, None)
+    url = serve_url or settings.url
+    tenant = serve_tenant or settings.tenant or os.environ.get("MESHLOG_TENANT") or "default"
+    app = create_app(url, tenant=tenant, migrate=not no_migrate, types=list(catalogues) or None, validation=validation)
+    shown = f"[{host}]" if ":" in host else host
+    Console().print(f"meshlog serving tenant {tenant!r} at http://{shown}:{port} (docs at /docs)")
+    run(app, host=host, port=port)

@@ -6,11 +6,13 @@ URL                       sync store                               async store
 ``memory://``             :class:`~meshlog.stores.memory.MemoryStore`      the same, behind an async face
 ``sqlite:///path.db``     :class:`~meshlog.stores.sqlite.SqliteStore`      the same, calls run in a thread
 ``postgresql://...``      :class:`~meshlog.stores.postgres.PostgresStore`  ``AsyncPostgresStore``
+``http(s)://host:port``   :class:`~meshlog.stores.http.HttpStore`          ``AsyncHttpStore`` (a meshlog server)
 ========================  =======================================  ===================================
 """
 
 from __future__ import annotations
 
+import importlib
 from dataclasses import dataclass
 from types import ModuleType
 from typing import TYPE_CHECKING
@@ -28,7 +30,7 @@ __all__ = ["open_async_store", "open_store", "parse_url"]
 @dataclass(frozen=True, slots=True)
 class ParsedUrl:
     kind: str
-    """``memory``, ``sqlite`` or ``postgres``."""
+    """``memory``, ``sqlite``, ``postgres`` or ``http``."""
     target: str
     """The SQLite path, or the PostgreSQL conninfo without meshlog's own options."""
     options: dict[str, str]
@@ -64,7 +66,7 @@ def parse_url(url: str) -> ParsedUrl:
         target = parts._replace(scheme="postgresql", query=rest).geturl()
         return ParsedUrl("postgres", target, options)
     if scheme in {"http", "https"}:
-        raise ConfigurationError("http:// stores need the meshlog server client, which this version does not include")
+        return ParsedUrl("http", url, {})
     raise ConfigurationError(f"unknown store scheme {scheme!r} in {url!r}; use sqlite, postgresql or memory")
 
 
@@ -100,6 +102,10 @@ def open_store(url: str) -> Store:
             busy_timeout=_number(parsed.options, "busy_timeout", 30.0),
             url=url,
         )
+    if parsed.kind == "http":
+        http = _import_http("http")
+        remote: Store = http.HttpStore(url)
+        return remote
     postgres = _import_postgres()
     store = postgres.PostgresStore(
         parsed.target,
@@ -122,6 +128,10 @@ async def open_async_store(url: str) -> AsyncStore:
         sync_store = open_store(url)
         offload = parsed.kind == "sqlite"
         return AsyncThreadedStore(sync_store, offload=offload, poll_interval=0.05 if offload else 0.01)
+    if parsed.kind == "http":
+        http_async = _import_http("http_async")
+        remote: AsyncStore = http_async.AsyncHttpStore(url)
+        return remote
     postgres_async = _import_postgres_async()
     store = postgres_async.AsyncPostgresStore(
         parsed.target,
@@ -133,6 +143,13 @@ async def open_async_store(url: str) -> AsyncStore:
     await store.open()
     opened: AsyncStore = store
     return opened
+
+
+def _import_http(module: str) -> ModuleType:
+    try:
+        return importlib.import_module(f"meshlog.stores.{module}")
+    except ImportError as exc:
+        raise ConfigurationError(f"HTTP stores need httpx: pip install 'meshlog[client]' ({exc})") from exc
 
 
 def _missing_psycopg(exc: ImportError) -> ConfigurationError:

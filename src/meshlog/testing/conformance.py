@@ -139,6 +139,7 @@ class StoreConformance:
             ({"type": "ok", "data": {}, "version": 0}, "min"),
             ({"type": "ok", "data": {}, "task_id": ""}, "non_empty"),
             ({"type": "ok", "data": {}, "stream": "a\x00b"}, "no_nul"),
+            ({"type": "llm\x00call", "data": {}}, "no_nul"),
             ({"type": "ok", "data": {}, "parent_id": "not-a-uuid"}, "uuid"),
             ({"type": "ok", "data": {}, "related": "not-a-list"}, "type"),
             ({"type": "ok", "data": {}, "occurred_at": datetime(2026, 1, 1)}, "aware"),
