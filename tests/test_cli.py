@@ -17,7 +17,20 @@ from click.testing import CliRunner, Result
 import meshlog
 from meshlog.cli import main
 
-COMMANDS = ("migrate", "demo", "emit", "query", "replay", "streams", "serve")
+COMMANDS = (
+    "migrate",
+    "demo",
+    "emit",
+    "query",
+    "replay",
+    "streams",
+    "tail",
+    "types",
+    "resume",
+    "narrative",
+    "spool",
+    "serve",
+)
 URL_VARIABLES = ("MESHLOG_URL", "DATABASE_URL", "PG_PRIMARY_URL", "MESHLOG_TENANT")
 DOCS = Path(__file__).resolve().parent.parent / "docs" / "cli.md"
 

@@ -25,18 +25,33 @@ import os
 import re
 import shutil
 import sys
-from collections.abc import Collection, Sequence
-from dataclasses import dataclass
+import threading
+from collections.abc import Callable, Collection, Iterator, Sequence
+from contextlib import contextmanager, suppress
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
-from typing import IO, Any, Final, Literal
+from pathlib import Path
+from typing import IO, TYPE_CHECKING, Any, Final, Literal
 
 import click
 from click.core import ParameterSource
 
 import meshlog
-from meshlog.errors import InvalidCursor, MeshlogError, ValidationError
+from meshlog.errors import ConfigurationError, InvalidCursor, MeshlogError, StoreError, ValidationError
 
-__all__ = ["DEMO_URL", "EXIT_FAILURE", "EXIT_USAGE", "CliError", "Console", "InputError", "main"]
+if TYPE_CHECKING:
+    from meshlog.spool import Spool, SpoolStatus
+
+__all__ = [
+    "DEMO_URL",
+    "EXIT_FAILURE",
+    "EXIT_USAGE",
+    "CliError",
+    "Console",
+    "InputError",
+    "default_spool_path",
+    "main",
+]
 
 EXIT_FAILURE: Final = 1
 """meshlog could not do what was asked (store, concurrency or configuration error)."""
@@ -44,6 +59,11 @@ EXIT_USAGE: Final = 2
 """The input is invalid; nothing was written."""
 DEMO_URL: Final = "sqlite:///meshlog-demo.db"
 """Where ``meshlog demo`` writes unless ``--url`` is given."""
+
+SPOOL_VARIABLE: Final = "MESHLOG_SPOOL"
+"""The environment variable that names the spool file of ``emit --never-fail`` and ``meshlog spool``."""
+TAIL_POLL_INTERVAL: Final = 0.5
+"""How often ``meshlog tail -f`` looks for events written by other processes, in seconds."""
 
 _AGE_RE: Final = re.compile(r"(\d+)\s*([smhdw])")
 _AGE_UNITS: Final = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
@@ -154,6 +174,45 @@ def compact_json(value: object) -> str:
 
 def _print_json(value: object) -> None:
     click.echo(json.dumps(value, ensure_ascii=False, indent=2))
+
+
+def _warn(message: str) -> None:
+    """One ``Warning: <message>`` line on stderr (the command still succeeds)."""
+    click.echo(f"Warning: {' '.join(message.split())}", err=True)
+
+
+@contextmanager
+def _progress(description: str, total: int | None, poll: Callable[[], int] | None = None) -> Iterator[None]:
+    """A rich progress bar on stdout while the block runs, only when stdout is a terminal (never in a pipe, a
+    file or a test). ``poll`` (called from a background thread) says how much of ``total`` is done; without it
+    the bar pulses until the block ends."""
+    if not _isatty(sys.stdout):
+        yield
+        return
+    from rich.console import Console as RichConsole
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    columns = [TextColumn("{task.description}"), BarColumn()]
+    if total is not None:
+        columns.append(MofNCompleteColumn())
+    with Progress(*columns, TimeElapsedColumn(), console=RichConsole(file=sys.stdout), transient=True) as bar:
+        task = bar.add_task(description, total=total)
+        done = threading.Event()
+
+        def watch() -> None:
+            while not done.wait(0.1):
+                with suppress(Exception):  # a failed poll only leaves the bar where it was
+                    bar.update(task, completed=poll() if poll else 0)
+
+        watcher = threading.Thread(target=watch, daemon=True) if poll is not None else None
+        if watcher is not None:
+            watcher.start()
+        try:
+            yield
+        finally:
+            done.set()
+            if watcher is not None:
+                watcher.join()
 
 
 # -- errors ------------------------------------------------------------------------------------------------------
@@ -291,11 +350,12 @@ def main(ctx: click.Context, url: str | None, tenant: str | None) -> None:
     short_help="Create or upgrade the schema.",
     epilog=_examples(
         "meshlog --url sqlite:///events.db migrate",
-        "MESHLOG_URL=postgresql://app@db.internal/events meshlog migrate",
+        "MESHLOG_URL=postgresql://app@db.internal/events meshlog migrate --json",
     ),
 )
+@click.option("--json", "as_json", is_flag=True, help='Print {"url": URL, "migrated": true} instead.')
 @click.pass_context
-def migrate(ctx: click.Context) -> None:
+def migrate(ctx: click.Context, as_json: bool) -> None:
     """Create or upgrade the store's schema, then print the store URL.
 
     Safe to run repeatedly and from several processes at once. Every other command also migrates when it
@@ -303,6 +363,9 @@ def migrate(ctx: click.Context) -> None:
     """
     log = _open(ctx, migrate=False)
     log.migrate()
+    if as_json:
+        _print_json({"url": log.url, "migrated": True})
+        return
     click.echo(f"{log.url} migrated")
 
 
@@ -310,7 +373,7 @@ def migrate(ctx: click.Context) -> None:
     short_help="Write a sample multi-agent run and show it.",
     epilog=_examples(
         "meshlog demo",
-        "meshlog demo --url sqlite:////tmp/demo.db",
+        "meshlog demo --url sqlite:////tmp/demo.db --json",
         "meshlog --url sqlite:///meshlog-demo.db query --type task.retry",
     ),
 )
@@ -320,8 +383,9 @@ def migrate(ctx: click.Context) -> None:
     metavar="URL",
     help=f"Store to write into. Default: {DEMO_URL} (environment variables are ignored here).",
 )
+@click.option("--json", "as_json", is_flag=True, help="Print what was written as JSON instead of showing it.")
 @click.pass_context
-def demo(ctx: click.Context, demo_url: str | None) -> None:
+def demo(ctx: click.Context, demo_url: str | None, as_json: bool) -> None:
     """Write a sample multi-agent run and show what query and replay see.
 
     An orchestrator turns a user request into three tasks for three agents, with LLM calls, tool calls,
@@ -340,7 +404,23 @@ def demo(ctx: click.Context, demo_url: str | None) -> None:
     settings = ctx.find_object(_Settings)
     url = demo_url or (settings.url if settings and settings.url_on_command_line else None) or DEMO_URL
     log = _open(ctx, url)
-    summary = write_demo(log)
+    with _progress("writing the sample run", None):
+        summary = write_demo(log)
+    if as_json:
+        _print_json(
+            {
+                "store": summary.url,
+                "run_id": summary.run_id,
+                "trace_id": summary.trace_id,
+                "request": summary.request,
+                "tasks": [{"task_id": t.task_id, "agent_id": t.agent_id, "stream": t.stream} for t in summary.tasks],
+                "streams": list(summary.streams),
+                "events_written": summary.events_written,
+                "llm_calls": summary.llm_calls,
+                "llm_tokens": summary.llm_tokens,
+            }
+        )
+        return
     show_demo(log, summary, Console())
 
 
@@ -350,6 +430,7 @@ def demo(ctx: click.Context, demo_url: str | None) -> None:
         'meshlog emit task.dispatched \'{"capability": "code"}\' --task-id 42 --agent-id orchestrator',
         'meshlog emit llm.call \'{"model": "gpt-4o"}\' --task-id 42 --parent-id <id> --idempotency-key call-7',
         "echo '{\"exit_code\": 0}' | meshlog emit job.finished - --json",
+        "meshlog --url http://meshlog.internal:8080 emit build.finished '{\"ok\": true}' --never-fail",
     ),
 )
 @click.argument("event_type", metavar="TYPE")
@@ -368,6 +449,19 @@ def demo(ctx: click.Context, demo_url: str | None) -> None:
     metavar="KEY",
     help="A retry with the same key and content returns the first event instead of writing again.",
 )
+@click.option(
+    "--never-fail",
+    is_flag=True,
+    help="Exit 0 with a warning when the store cannot be reached or written; an http(s):// store spools the "
+    "event for later delivery. Invalid input still exits 2.",
+)
+@click.option(
+    "--spool",
+    "spool_path",
+    metavar="PATH",
+    type=click.Path(dir_okay=False),
+    help="Spool file for --never-fail. Default: $MESHLOG_SPOOL, else ~/.cache/meshlog/spool.db.",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print the recorded event as JSON.")
 @click.pass_context
 def emit(
@@ -380,25 +474,37 @@ def emit(
     agent_id: str | None,
     parent_id: str | None,
     idempotency_key: str | None,
+    never_fail: bool,
+    spool_path: str | None,
     as_json: bool,
 ) -> None:
     """Append one event of type TYPE with JSON data and print it as recorded.
 
     JSON must be a JSON object (default {}); '-' reads it from standard input. Invalid JSON or a value
     meshlog rejects exits with code 2 and writes nothing.
+
+    With --never-fail, a store that cannot be reached or written is a warning on stderr and exit code 0, so
+    that a script never breaks because logging is down: an http(s):// store keeps the event in the spool file
+    (deliver it with 'meshlog spool flush'); a local store's event is lost.
     """
+    if spool_path is not None and not never_fail:
+        raise InputError("--spool is only used with --never-fail")
     payload = _parse_object(data)
-    log = _open(ctx)
-    event = log.emit(
-        event_type,
-        payload,
-        stream=stream,
-        trace_id=trace_id,
-        task_id=task_id,
-        agent_id=agent_id,
-        parent_id=parent_id,
-        idempotency_key=idempotency_key,
-    )
+    fields: dict[str, Any] = {
+        "stream": stream,
+        "trace_id": trace_id,
+        "task_id": task_id,
+        "agent_id": agent_id,
+        "parent_id": parent_id,
+        "idempotency_key": idempotency_key,
+    }
+    if never_fail:
+        recorded = _emit_never_failing(ctx, event_type, payload, fields, spool_path)
+        if recorded is None:
+            return
+        event = recorded
+    else:
+        event = _open(ctx).emit(event_type, payload, **fields)
     if as_json:
         _print_json(event.to_dict())
         return
@@ -417,6 +523,60 @@ def emit(
             ("data", compact_json(event.data)),
         ]
     )
+
+
+def default_spool_path() -> str:
+    """The spool file of ``emit --never-fail`` and ``meshlog spool``: ``$MESHLOG_SPOOL``, else
+    ``~/.cache/meshlog/spool.db``."""
+    return os.environ.get(SPOOL_VARIABLE) or str(Path.home() / ".cache" / "meshlog" / "spool.db")
+
+
+def _is_http(url: str) -> bool:
+    return url.split("://", 1)[0].lower() in {"http", "https"}
+
+
+def _emit_never_failing(
+    ctx: click.Context, event_type: str, payload: dict[str, Any], fields: dict[str, Any], spool_path: str | None
+) -> meshlog.RecordedEvent | None:
+    """``emit --never-fail``: the recorded event, or None after a warning when the store failed.
+
+    Only the store's failures are absorbed (``StoreError``, which includes ``StoreUnavailable``, ``Spooled`` and
+    ``SpoolFull``, and ``ConfigurationError``: an unusable URL, a missing extra, a spool that cannot be opened).
+    Invalid input (``ValidationError``) and conflicts (``ConcurrencyError``) are answers about the event itself
+    and still fail, through the group's handler.
+    """
+    from meshlog.log import resolve_url
+    from meshlog.spool import emit_or_spool
+
+    settings = ctx.find_object(_Settings) or _Settings(None, False, None)
+    url = resolve_url(settings.url)
+    spool = spool_path or default_spool_path()
+    try:
+        if _is_http(url):
+            try:
+                from meshlog.stores.http import HttpStore
+            except ImportError as exc:
+                raise ConfigurationError(f"HTTP stores need httpx: pip install 'meshlog[client]' ({exc})") from exc
+
+            tenant = settings.tenant or os.environ.get("MESHLOG_TENANT") or "default"
+            store = HttpStore(url, spool=spool)
+            try:
+                log = ctx.with_resource(meshlog.EventLog(store, tenant=tenant))
+            except BaseException:
+                store.close()
+                raise
+            log.migrate()  # with a spool, an unreachable server is not an error here
+            recorded = emit_or_spool(log, event_type, payload, **fields)
+            if recorded is None:
+                _warn(
+                    f"the meshlog server at {log.url} cannot be reached; the {event_type} event was spooled to "
+                    f"{spool} and will be delivered by the next emit or by 'meshlog spool flush'"
+                )
+            return recorded
+        return _open(ctx, url).emit(event_type, payload, **fields)
+    except (StoreError, ConfigurationError) as exc:
+        _warn(f"{type(exc).__name__}: {exc}; the {event_type} event was not recorded (--never-fail)")
+        return None
 
 
 @main.command(
@@ -615,6 +775,415 @@ def streams(ctx: click.Context, prefix: str | None, after: str | None, limit: in
         console.print(f"{len(infos)} streams; more may exist, next page: --after {infos[-1].stream}")
     else:
         console.print(f"{len(infos)} stream{'' if len(infos) == 1 else 's'}")
+
+
+# -- live and meaning --------------------------------------------------------------------------------------------
+def _tail_line(event: meshlog.RecordedEvent, width: int | None) -> str:
+    line = "  ".join(
+        [
+            f"{event.position:>6}",
+            format_time(event.recorded_at),
+            event.stream,
+            event.type,
+            event.agent_id or "-",
+            compact_json(event.data),
+        ]
+    )
+    return _clip(line, width - 1) if width is not None else line
+
+
+@main.command(
+    short_help="Print the last events, then follow new ones.",
+    epilog=_examples(
+        "meshlog tail",
+        "meshlog tail -f --trace-id run-7f3a",
+        "meshlog tail -f -n 0 --type llm.error --type task.result.failure --json | jq -r .id",
+        "meshlog tail -f --after-position 1200 --agent-id api-coder",
+    ),
+)
+@click.option("-f", "--follow", is_flag=True, help="Keep printing new events as they are written, until Ctrl-C.")
+@click.option("--type", "types", multiple=True, metavar="TYPE", help="Only events of this type (repeatable).")
+@click.option("--stream", metavar="NAME", help="Only events of this stream.")
+@click.option("--trace-id", metavar="ID", help="Only events with this trace id.")
+@click.option("--task-id", metavar="ID", help="Only events with this task id.")
+@click.option("--agent-id", metavar="ID", help="Only events with this agent id.")
+@click.option(
+    "--after-position",
+    type=click.IntRange(min=0),
+    metavar="N",
+    help="Start after position N instead: every matching event after it (not with --lines).",
+)
+@click.option(
+    "-n",
+    "--lines",
+    type=click.IntRange(0, 1000),
+    metavar="N",
+    default=10,
+    show_default=True,
+    help="How many of the last matching events to print first.",
+)
+@click.option("--json", "as_json", is_flag=True, help="One JSON object per event and line (JSON Lines).")
+@click.pass_context
+def tail(
+    ctx: click.Context,
+    follow: bool,
+    types: tuple[str, ...],
+    stream: str | None,
+    trace_id: str | None,
+    task_id: str | None,
+    agent_id: str | None,
+    after_position: int | None,
+    lines: int,
+    as_json: bool,
+) -> None:
+    """Print the last matching events, oldest first; with -f, then every new one as it is written.
+
+    One line per event: position, recorded_at (UTC), stream, type, agent and data, cut to fit the terminal;
+    --json prints each event as one JSON object per line. -f follows until Ctrl-C (exit code 0); no event is
+    skipped or printed twice.
+    """
+    if after_position is not None and ctx.get_parameter_source("lines") is ParameterSource.COMMANDLINE:
+        raise InputError("give --lines or --after-position, not both")
+    log = _open(ctx)
+    flt = meshlog.EventFilter(types=types or None, stream=stream, trace_id=trace_id, task_id=task_id, agent_id=agent_id)
+    width = None if as_json else Console().width
+
+    def show(event: meshlog.RecordedEvent) -> None:
+        click.echo(compact_json(event.to_dict()) if as_json else _tail_line(event, width))
+
+    # The head is read first: the backlog holds the matching events up to it, and following starts right after
+    # it, so an event written in between is printed once, by the subscription.
+    head = log.head_position()
+    try:
+        if after_position is not None:
+            for event in log.subscribe(after_position, filter=_before(flt, head + 1)):
+                show(event)
+            start = max(after_position, head)
+        else:
+            if lines:
+                page = log.query(
+                    types=flt.types,
+                    stream=stream,
+                    trace_id=trace_id,
+                    task_id=task_id,
+                    agent_id=agent_id,
+                    before_position=head + 1,
+                    order="desc",
+                    limit=lines,
+                )
+                for event in reversed(page.events):
+                    show(event)
+            start = head
+        if follow:
+            for event in log.subscribe(start, filter=flt, poll_interval=TAIL_POLL_INTERVAL):
+                show(event)
+    except KeyboardInterrupt:
+        return
+    except BrokenPipeError:
+        # The reader went away (``meshlog tail -f | head``): stop quietly, and keep Python from complaining
+        # about the closed pipe when it flushes stdout at exit.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+
+
+def _before(flt: meshlog.EventFilter, position: int) -> meshlog.EventFilter:
+    return replace(flt, before_position=position)
+
+
+@main.command(
+    short_help="List the event types of catalogues.",
+    epilog=_examples(
+        "meshlog types",
+        "meshlog types --catalogue session --category deployment",
+        "meshlog types --catalogue ./my-agents.yaml --json",
+    ),
+)
+@click.option(
+    "--catalogue",
+    "catalogues",
+    multiple=True,
+    metavar="NAME",
+    help="Built-in catalogue (agent-mesh, session, documentable) or catalogue file (repeatable). Default: "
+    "every built-in catalogue.",
+)
+@click.option("--category", metavar="CATEGORY", help="Only types of this category.")
+@click.option("--json", "as_json", is_flag=True, help="Print the types as JSON.")
+def types(catalogues: tuple[str, ...], category: str | None, as_json: bool) -> None:
+    """List event types: name, category, version, required and optional data fields, and description.
+
+    These are the types a log connected with these catalogues knows and validates (meshlog's own
+    outcome.recorded included); no store is opened.
+    """
+    from meshlog.types import CATALOGUES
+
+    try:
+        log = meshlog.connect("memory://", types=list(catalogues or CATALOGUES))
+    except ConfigurationError as exc:
+        raise InputError(f"{type(exc).__name__}: {' '.join(str(exc).split())}") from None
+    with log:
+        found = log.event_types(category)
+    if as_json:
+        _print_json([t.to_dict() for t in found])
+        return
+    if not found:
+        Console().print("no event types" + (f" of category {category!r}" if category else ""))
+        return
+    from rich.console import Console as RichConsole
+    from rich.table import Table
+
+    table = Table(box=None, pad_edge=False, header_style="bold")
+    for name in ("type", "category", "version", "required", "optional", "description"):
+        # Only the name and the version never wrap: on a narrow terminal the lists and descriptions do.
+        table.add_column(
+            name,
+            justify="right" if name == "version" else "left",
+            no_wrap=name in {"type", "version"},
+            overflow="fold",
+        )
+    for t in found:
+        mark = " !" if t.important else ""
+        table.add_row(
+            t.name + mark,
+            t.category,
+            str(t.version),
+            ", ".join(t.required_fields) or "-",
+            ", ".join(t.optional_fields) or "-",
+            t.description,
+        )
+    # Rendered to text first: click.echo then drops the styling when stdout is not a terminal, and the lines
+    # lose the trailing blanks rich pads the last column with.
+    width = Console().width
+    out = RichConsole(width=width or 10_000, highlight=False, force_terminal=_isatty(sys.stdout))
+    with out.capture() as captured:
+        out.print(table)
+    for line in captured.get().splitlines():
+        click.echo(line.rstrip())
+    noun = "type" if len(found) == 1 else "types"
+    click.echo(f"{len(found)} {noun}; ! marks important types")
+
+
+@main.command(
+    short_help="Suggest what to do next in a session stream.",
+    epilog=_examples(
+        "meshlog resume session:2026-01-31",
+        "meshlog resume session:2026-01-31 --json | jq -r .suggestion.text",
+    ),
+)
+@click.argument("stream")
+@click.option("--json", "as_json", is_flag=True, help="Print the suggestion and the whole state as JSON.")
+@click.pass_context
+def resume(ctx: click.Context, stream: str, as_json: bool) -> None:
+    """Replay STREAM through the session projection and print what to do next.
+
+    The suggestion comes from the built-in resume rules (docs/projections.md), with the rule that made it;
+    below it a short summary of the session: events, epics, tests, deployments and errors.
+    """
+    log = _open(ctx)
+    found = log.resume(stream)
+    if as_json:
+        _print_json(found.to_dict())
+        return
+    state = found.state.to_final_state()
+    console = Console()
+    console.print(found.text, bold=True)
+    suggestion = found.suggestion
+    epics, tests, deployments = state["epics"], state["tests"], state["deployments"]
+    pairs: list[tuple[str, object]] = [
+        ("stream", f"{stream} (version {found.last_version})"),
+        ("rule", f"{suggestion.rule or '-'} (priority {suggestion.priority})"),
+        ("events", state["total_events_replayed"]),
+        ("last event", f"{state['last_event_type'] or '-'} at {state['latest_timestamp'] or '-'}"),
+        (
+            "epics",
+            f"{len(epics['completed'])} completed, {len(epics['failed'])} failed, open: {epics['open'] or '-'}",
+        ),
+        (
+            "tests",
+            f"{tests['runs']} runs ({tests['runs_failed']} failed): {tests['passed']} passed, {tests['failed']} failed",
+        ),
+        ("deployments", f"{len(deployments['open'])} open, {len(deployments['finished'])} finished"),
+        ("errors", state["errors"]["count"]),
+    ]
+    if state["context_percent"] is not None:
+        pairs.append(("context", f"{state['context_percent']:.0f}%"))
+    console.fields(pairs)
+
+
+@main.command(
+    short_help="Print the Markdown story of a trace or stream.",
+    epilog=_examples(
+        "meshlog narrative --trace-id run-7f3a",
+        "meshlog narrative --stream task:42 > task-42.md",
+    ),
+)
+@click.option("--trace-id", metavar="ID", help="Tell the events of this trace.")
+@click.option("--stream", metavar="NAME", help="Tell the events of this stream.")
+@click.option("--json", "as_json", is_flag=True, help='Print {"trace_id", "stream", "markdown"} instead.')
+@click.pass_context
+def narrative(ctx: click.Context, trace_id: str | None, stream: str | None, as_json: bool) -> None:
+    """Print a Markdown timeline of one trace or one stream (exactly one of --trace-id and --stream).
+
+    Who did what and when, why, how long it took, what failed and what followed, and outcomes.
+    """
+    if (trace_id is None) == (stream is None):
+        raise InputError("give exactly one of --trace-id and --stream")
+    log = _open(ctx)
+    text = log.narrative(trace_id=trace_id, stream=stream)
+    if as_json:
+        _print_json({"trace_id": trace_id, "stream": stream, "markdown": text})
+        return
+    click.echo(text.rstrip("\n"))
+
+
+# -- the spool ---------------------------------------------------------------------------------------------------
+_SPOOL_OPTION_HELP: Final = "Spool file. Default: $MESHLOG_SPOOL, else ~/.cache/meshlog/spool.db."
+
+
+@main.group(
+    short_help="Inspect and deliver the local spool.",
+    epilog=_examples(
+        "meshlog spool status",
+        "meshlog spool flush --url http://meshlog.internal:8080",
+    ),
+)
+def spool() -> None:
+    """Inspect and deliver the spool: events that 'meshlog emit --never-fail' (or an http:// store with a
+    spool) kept on disk while the meshlog server could not be reached."""
+
+
+def _plural(count: int, noun: str) -> str:
+    return f"{count} {noun}{'' if count == 1 else 's'}"
+
+
+def _empty_status(path: str) -> SpoolStatus:
+    from meshlog.spool import DEFAULT_MAX_BYTES, SpoolStatus
+
+    return SpoolStatus(path, 0, 0, None, 0, 0, DEFAULT_MAX_BYTES, 0, 0, 0)
+
+
+@spool.command(
+    "status",
+    short_help="Show what the spool holds.",
+    epilog=_examples(
+        "meshlog spool status",
+        "meshlog spool status --spool /var/spool/meshlog.db --json",
+    ),
+)
+@click.option("--spool", "spool_path", metavar="PATH", type=click.Path(dir_okay=False), help=_SPOOL_OPTION_HELP)
+@click.option("--json", "as_json", is_flag=True, help="Print the status and the rejected entries as JSON.")
+def spool_status(spool_path: str | None, as_json: bool) -> None:
+    """Show how many requests and events wait in the spool, since when, their size, and the entries the
+    server refused for good. A spool file that does not exist is empty (and is not created)."""
+    from meshlog.spool import Spool
+
+    path = spool_path or default_spool_path()
+    rejected: list[dict[str, Any]] = []
+    if os.path.exists(path):
+        with Spool(path) as opened:
+            status = opened.status()
+            rejected = [
+                {
+                    "id": r.id,
+                    "created_at": r.created_at.isoformat(),
+                    "rejected_at": r.rejected_at.isoformat(),
+                    "reason": r.reason,
+                }
+                for r in opened.rejected()
+            ]
+    else:
+        status = _empty_status(path)
+    if as_json:
+        _print_json({**status.to_dict(), "rejected_entries": rejected})
+        return
+    console = Console()
+    console.print(f"spool {path}", bold=True)
+    console.fields(
+        [
+            ("pending", f"{_plural(status.pending, 'request')}, {_plural(status.pending_events, 'event')}"),
+            ("oldest", status.oldest),
+            ("size", f"{status.pending_bytes:,} of {status.max_bytes:,} bytes ({status.file_bytes:,} on disk)"),
+            ("delivered", status.delivered),
+            ("rejected", status.rejected),
+            ("refused", f"{status.refused} (spool full)"),
+        ]
+    )
+    if rejected:
+        console.print()
+        console.table(
+            ["entry", "rejected_at", "reason"],
+            [(r["id"], datetime.fromisoformat(r["rejected_at"]), r["reason"]) for r in rejected],
+            numeric={0},
+        )
+
+
+@spool.command(
+    "flush",
+    short_help="Deliver the spooled events to a server.",
+    epilog=_examples(
+        "meshlog spool flush --url http://meshlog.internal:8080",
+        "meshlog spool flush --url http://127.0.0.1:8080 --spool /var/spool/meshlog.db --json",
+    ),
+)
+@click.option(
+    "--url",
+    "flush_url",
+    metavar="URL",
+    help="http(s):// URL of the meshlog server. Default: the group's --url or $MESHLOG_URL.",
+)
+@click.option("--spool", "spool_path", metavar="PATH", type=click.Path(dir_okay=False), help=_SPOOL_OPTION_HELP)
+@click.option("--json", "as_json", is_flag=True, help="Print delivered, rejected, remaining and error as JSON.")
+@click.pass_context
+def spool_flush(ctx: click.Context, flush_url: str | None, spool_path: str | None, as_json: bool) -> None:
+    """Deliver the spooled requests to the server, in the order they were spooled, then print what happened.
+
+    Stops at the first request that cannot be delivered; exit code 1 when entries remain. A request the
+    server refuses for good moves to the rejected list (see 'meshlog spool status'). Safe to repeat: every
+    spooled event carries an idempotency key, so none is written twice.
+    """
+    from meshlog.log import resolve_url
+
+    settings = ctx.find_object(_Settings) or _Settings(None, False, None)
+    url = flush_url or resolve_url(settings.url)
+    if not _is_http(url):
+        raise InputError(f"spool flush delivers to a meshlog server: give --url http(s)://host:port, not {url!r}")
+    path = spool_path or default_spool_path()
+    if not os.path.exists(path):
+        report: dict[str, Any] = {"delivered": 0, "rejected": 0, "remaining": 0, "error": None}
+    else:
+        try:
+            from meshlog.stores.http import HttpStore
+        except ImportError as exc:
+            raise CliError(f"HTTP stores need httpx: pip install 'meshlog[client]' ({exc})") from None
+        store = HttpStore(url, spool=path)
+        ctx.call_on_close(store.close)
+        held: Spool | None = store.spool
+        assert held is not None
+        before = held.status()
+
+        def done() -> int:
+            now: SpoolStatus = held.status()
+            return int(now.delivered - before.delivered + now.rejected - before.rejected)
+
+        with _progress("delivering the spool", before.pending, done):
+            result = store.flush_spool()
+        report = {
+            "delivered": result.delivered,
+            "rejected": result.rejected,
+            "remaining": result.remaining,
+            "error": result.error,
+        }
+    if as_json:
+        _print_json({"url": url, "spool": path, **report})
+    else:
+        Console().print(
+            f"delivered {report['delivered']}, rejected {report['rejected']}, remaining {report['remaining']}"
+        )
+    if report["rejected"]:
+        _warn(f"the server refused {_plural(report['rejected'], 'spooled request')}; see meshlog spool status")
+    if report["remaining"]:
+        remain = "remains" if report["remaining"] == 1 else "remain"
+        raise CliError(
+            f"{_plural(report['remaining'], 'request')} {remain} in the spool {path}: {report['error'] or 'unknown'}"
+        )
 
 
 @main.command(
