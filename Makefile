@@ -18,8 +18,11 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)  ## create .venv and install meshlog with its dev extras
 
-demo: $(STAMP)  ## write a sample multi-agent run into ./meshlog-demo.db and show query and replay
+demo: $(STAMP)  ## write a sample multi-agent run into ./meshlog-demo.db, show it, then serve it on 127.0.0.1:8080
 	$(BIN)/meshlog demo --url sqlite:///meshlog-demo.db
+
+serve: $(STAMP)  ## serve ./meshlog.db (SQLite) on 127.0.0.1:8080
+	$(BIN)/meshlog serve --url sqlite:///meshlog.db
 
 lint: $(STAMP)  ## ruff, mypy --strict, and a check that generated sync code is current
 	$(BIN)/ruff check src tests benchmarks tools
@@ -44,4 +47,4 @@ format: $(STAMP)  ## format the code
 clean:  ## remove the virtualenv and caches
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
 
-.PHONY: help install demo lint test bench sync format clean
+.PHONY: help install demo serve lint test bench sync format clean

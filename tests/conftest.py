@@ -6,10 +6,12 @@ server answers they are skipped with the reason, except under ``CI=true``, where
 
 from __future__ import annotations
 
+import contextlib
 import os
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
 
 import psycopg
 import pytest
@@ -44,6 +46,33 @@ def pg_schema(pg_dsn: str) -> Iterator[str]:
 def pg_url(pg_dsn: str, pg_schema: str) -> str:
     sep = "&" if "?" in pg_dsn else "?"
     return f"{pg_dsn}{sep}schema={pg_schema}"
+
+
+APP_ROLE = "meshlog_app"
+"""An ordinary role (neither superuser nor BYPASSRLS): PostgreSQL's row-level security applies to it."""
+
+
+@pytest.fixture
+def pg_app_url(pg_dsn: str, pg_url: str) -> str:
+    """A migrated schema of this test (owned by the test's superuser) and the URL under which the ordinary role
+    :data:`APP_ROLE`, granted its use, connects to it."""
+    from meshlog.stores import open_store
+    from meshlog.stores.postgres import PostgresStore
+
+    with psycopg.connect(pg_dsn, autocommit=True) as conn:
+        exists = conn.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", (APP_ROLE,)).fetchone()
+        if exists is None:
+            with contextlib.suppress(psycopg.errors.DuplicateObject):  # created by a concurrent test process
+                conn.execute(sql.SQL("CREATE ROLE {} LOGIN NOSUPERUSER NOBYPASSRLS").format(sql.Identifier(APP_ROLE)))
+    owner = open_store(pg_url)
+    try:
+        owner.migrate()
+        assert isinstance(owner, PostgresStore)
+        owner.grant(APP_ROLE)
+    finally:
+        owner.close()
+    parts = urlsplit(pg_url)
+    return urlunsplit(parts._replace(netloc=f"{APP_ROLE}@{parts.netloc.rsplit('@', 1)[-1]}"))
 
 
 @pytest.fixture(params=STORES)

@@ -5,17 +5,21 @@ from __future__ import annotations
 import json
 import os
 import re
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
 import click
+import httpx
 import pytest
 from click.testing import CliRunner, Result
 
 import meshlog
 from meshlog.cli import main
+from server_helpers import free_port
 
 COMMANDS = (
     "migrate",
@@ -29,6 +33,7 @@ COMMANDS = (
     "resume",
     "narrative",
     "spool",
+    "token",
     "serve",
 )
 URL_VARIABLES = ("MESHLOG_URL", "DATABASE_URL", "PG_PRIMARY_URL", "MESHLOG_TENANT")
@@ -389,7 +394,7 @@ def test_streams(url: str, five: list[dict[str, Any]]) -> None:
 
 # -- demo ---------------------------------------------------------------------------------------------------------
 def test_demo_writes_a_run_and_shows_it(url: str) -> None:
-    text = ok("demo", "--url", url).stdout
+    text = ok("demo", "--no-serve", "--url", url).stdout
     events = read_all(url)
     assert len(events) == 40
     trace = events[0].trace_id
@@ -413,8 +418,8 @@ def test_demo_writes_a_run_and_shows_it(url: str) -> None:
 
 
 def test_demo_twice_writes_two_runs(url: str) -> None:
-    ok("demo", "--url", url)
-    ok("--url", url, "demo")  # the group's --url counts too
+    ok("demo", "--no-serve", "--url", url)
+    ok("--url", url, "demo", "--no-serve")  # the group's --url counts too
     events = read_all(url)
     assert len(events) == 80
     assert len({e.trace_id for e in events}) == 2
@@ -427,7 +432,7 @@ def test_demo_default_store_ignores_meshlog_url(
     cwd = tmp_path / "work"
     cwd.mkdir()
     monkeypatch.chdir(cwd)
-    result = run("demo", env={"MESHLOG_URL": url})
+    result = run("demo", "--no-serve", env={"MESHLOG_URL": url})
     assert result.exit_code == 0, result.output
     assert "store    sqlite:///meshlog-demo.db" in result.stdout
     assert len(read_all("sqlite:///meshlog-demo.db")) == 40
@@ -448,7 +453,7 @@ def test_console_script_runs_demo_twice_like_make_demo(script: Path, tmp_path: P
     env = {k: v for k, v in os.environ.items() if k not in URL_VARIABLES}
     for _ in range(2):
         done = subprocess.run(
-            [script, "demo", "--url", "sqlite:///meshlog-demo.db"],
+            [script, "demo", "--no-serve", "--url", "sqlite:///meshlog-demo.db"],
             cwd=tmp_path,
             env=env,
             capture_output=True,
@@ -489,3 +494,40 @@ def test_console_script_runs_demo_twice_like_make_demo(script: Path, tmp_path: P
 def test_cli_module_has_no_hidden_click_commands() -> None:
     assert isinstance(main, click.Group)
     assert sorted(main.commands) == sorted(COMMANDS)
+
+
+def test_demo_then_serves_the_store_it_wrote(script: Path, tmp_path: Path) -> None:
+    """``make demo``: write the sample run, show it, then serve it and say where."""
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if k not in URL_VARIABLES} | {"PYTHONUNBUFFERED": "1"}
+    process = subprocess.Popen(
+        [script, "demo", "--port", str(port)],
+        cwd=tmp_path,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+    )
+    try:
+        assert process.stdout is not None
+        lines: list[str] = []
+        for line in process.stdout:
+            lines.append(line)
+            if "serving the demo store at" in line:
+                break
+        assert f"http://127.0.0.1:{port}" in lines[-1], "".join(lines)
+        deadline = time.monotonic() + 20
+        while True:
+            try:
+                answer = httpx.get(f"http://127.0.0.1:{port}/v1/events", params={"limit": 100}, timeout=2)
+                break
+            except httpx.TransportError:
+                assert process.poll() is None and time.monotonic() < deadline, "the demo server did not start"
+                time.sleep(0.1)
+        assert answer.status_code == 200 and len(answer.json()["events"]) == 40
+    finally:
+        process.terminate()
+        process.wait(timeout=20)
+        if process.stdout is not None:
+            process.stdout.close()
+    assert process.returncode in (0, -signal.SIGTERM)  # uvicorn re-raises the signal after a clean shutdown

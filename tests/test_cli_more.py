@@ -24,7 +24,13 @@ from server_helpers import free_port, running_server
 
 URL_VARIABLES = ("MESHLOG_URL", "DATABASE_URL", "PG_PRIMARY_URL", "MESHLOG_TENANT", "MESHLOG_SPOOL")
 DOCS = Path(__file__).resolve().parent.parent / "docs" / "cli.md"
-SUBCOMMANDS = (("spool", "status"), ("spool", "flush"))
+SUBCOMMANDS = (
+    ("spool", "status"),
+    ("spool", "flush"),
+    ("token", "create"),
+    ("token", "list"),
+    ("token", "revoke"),
+)
 
 
 @pytest.fixture(autouse=True)
@@ -482,7 +488,7 @@ def test_spool_flush_moves_refused_entries_aside(tmp_path: Path, spool_path: Pat
 
 # -- --json everywhere -----------------------------------------------------------------------------------------------
 def test_migrate_and_demo_json(url: str) -> None:
-    assert ok_json("--url", url, "migrate") == {"url": url, "migrated": True}
+    assert ok_json("--url", url, "migrate") == {"url": url, "migrated": True, "granted": []}
     summary = ok_json("demo", "--url", url)
     assert summary["store"] == url
     assert summary["events_written"] == 40
@@ -492,7 +498,7 @@ def test_migrate_and_demo_json(url: str) -> None:
 
 
 def test_no_progress_bar_when_stdout_is_not_a_terminal(url: str, spool_path: Path, down: str) -> None:
-    text = ok("demo", "--url", url).stdout
+    text = ok("demo", "--no-serve", "--url", url).stdout
     assert "writing the sample run" not in text
     assert "\x1b[" not in text
     run("--url", down, "emit", "x", "{}", "--never-fail", "--spool", str(spool_path))

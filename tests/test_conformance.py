@@ -8,10 +8,17 @@ import pytest
 
 from meshlog import EventLog
 from meshlog.stores import open_store
-from meshlog.testing import LineageConformance, LogFactory, SessionConformance, StoreConformance, TypesConformance
+from meshlog.testing import (
+    LineageConformance,
+    LogFactory,
+    SessionConformance,
+    StoreConformance,
+    TokenConformance,
+    TypesConformance,
+)
 
 
-class TestStores(StoreConformance, LineageConformance, TypesConformance, SessionConformance):
+class TestStores(StoreConformance, LineageConformance, TypesConformance, SessionConformance, TokenConformance):
     @pytest.fixture
     def make_log(self, store_url: str) -> Iterator[LogFactory]:
         store = open_store(store_url)

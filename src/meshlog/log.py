@@ -9,7 +9,7 @@ import time
 import uuid
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import replace
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from types import TracebackType
 from typing import Any, Final, TypeVar, cast
 
@@ -25,6 +25,7 @@ from meshlog.resume import Resume, ResumeRules, suggest
 from meshlog.session import SessionState
 from meshlog.store import Store
 from meshlog.stores import open_store
+from meshlog.tokens import ApiToken, check_token_id, issue_token, parse_token
 from meshlog.types import MODES, EventType, Mode, TypeRegistry, register_own_types, registry_of
 
 __all__ = ["EventLog", "connect", "resolve_url"]
@@ -76,6 +77,7 @@ class EventLog:
             raise ValidationError("max_event_bytes must be a positive integer", field="max_event_bytes")
         self.max_event_bytes = max_event_bytes
         self._committer = GroupCommitter(store)
+        self._owns_store = True
 
     @property
     def queue_depth(self) -> int:
@@ -98,9 +100,19 @@ class EventLog:
     ) -> None:
         self.close()
 
+    def for_tenant(self, tenant: str) -> EventLog:
+        """This log's view of another tenant: the same store, types and validation, and the same group committer
+        (so the tenants' concurrent appends share transactions). Closing the view does not close the store."""
+        view = EventLog.__new__(EventLog)
+        view.__dict__.update(self.__dict__)
+        view.tenant = check_tenant(tenant)
+        view._owns_store = False
+        return view
+
     def close(self) -> None:
-        """Close the store's connections."""
-        self.store.close()
+        """Close the store's connections (a :meth:`for_tenant` view leaves them to the log it came from)."""
+        if self._owns_store:
+            self.store.close()
 
     def migrate(self) -> None:
         """Create or upgrade the store's schema (safe to run concurrently and repeatedly)."""
@@ -343,8 +355,8 @@ class EventLog:
         return self.store.list_streams(self.tenant, prefix=prefix, after=after, limit=limit)
 
     def head_position(self) -> int:
-        """The position of the last committed event (0 when the store is empty)."""
-        return self.store.head_position()
+        """The position of the tenant's last committed event (0 when it has none)."""
+        return self.store.head_position(self.tenant)
 
     def replay(
         self,
@@ -453,7 +465,7 @@ class EventLog:
         position = max(position or 0, flt.after_position or 0)
         limit = check_limit(batch_size)
         while True:
-            head = self.store.head_position()
+            head = self.store.head_position(self.tenant)
             if flt.before_position is not None:
                 head = min(head, flt.before_position - 1)
             if head > position:
@@ -470,7 +482,7 @@ class EventLog:
             elif flt.before_position is not None and position >= flt.before_position - 1:
                 return
             else:
-                self.store.wait_for_events(position, poll_interval)
+                self.store.wait_for_events(self.tenant, position, poll_interval)
 
     def checkpoint(self, consumer: str) -> int | None:
         """The position ``consumer`` saved with :meth:`save_checkpoint`, or None."""
@@ -480,6 +492,43 @@ class EventLog:
         """Remember that ``consumer`` has processed every event up to ``position``."""
         _check_version("position", position)
         self.store.set_checkpoint(self.tenant, _consumer(consumer), position)
+
+    # -- API tokens ---------------------------------------------------------------------------------------------
+    def create_token(
+        self, scopes: str | Sequence[str], *, name: str | None = None, expires_in: timedelta | None = None
+    ) -> tuple[str, ApiToken]:
+        """A new API token of this tenant for a meshlog server: its text, to hand to its holder (only a digest is
+        stored, so it cannot be shown again), and its record. ``scopes``: ``"read"``, ``"write"`` (includes read)
+        or ``"admin"`` (includes both)."""
+        text, record = issue_token(
+            self.tenant, [scopes] if isinstance(scopes, str) else scopes, name=name, expires_in=expires_in
+        )
+        self.store.save_token(record)
+        return text, record
+
+    def tokens(self) -> list[ApiToken]:
+        """This tenant's API tokens (revoked and expired ones included), oldest first."""
+        return self.store.list_tokens(self.tenant)
+
+    def revoke_token(self, token_id: str) -> None:
+        """Revoke one of this tenant's tokens. Raises NotFound when the tenant has no such active token."""
+        if not self.store.revoke_token(self.tenant, check_token_id(token_id)):
+            raise NotFound(f"no active token {token_id!r} in tenant {self.tenant!r}")
+
+    def authenticate(self, token: str) -> ApiToken | None:
+        """The active token (of any tenant) whose text ``token`` is, or None: not a meshlog token, unknown,
+        a wrong secret, revoked or expired."""
+        parsed = parse_token(token) if isinstance(token, str) else None
+        if parsed is None:
+            return None
+        record = self.store.find_token(parsed[0])
+        if record is None or not record.matches(parsed[1]) or not record.active():
+            return None
+        return record
+
+    def has_tokens(self) -> bool:
+        """Whether the store holds any active API token (a server then requires one on every request)."""
+        return self.store.has_tokens()
 
 
 def _event_id(value: object) -> str:

@@ -8,7 +8,7 @@ import time
 import uuid
 from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import replace
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from types import TracebackType
 from typing import Any, Final, TypeVar, cast
 
@@ -24,6 +24,7 @@ from meshlog.resume import Resume, ResumeRules, suggest
 from meshlog.session import SessionState
 from meshlog.store_async import AsyncStore
 from meshlog.stores import open_async_store
+from meshlog.tokens import ApiToken, check_token_id, issue_token, parse_token
 from meshlog.types import MODES, EventType, Mode, TypeRegistry, register_own_types, registry_of
 
 __all__ = ["AsyncEventLog", "connect_async", "resolve_url"]
@@ -75,6 +76,7 @@ class AsyncEventLog:
             raise ValidationError("max_event_bytes must be a positive integer", field="max_event_bytes")
         self.max_event_bytes = max_event_bytes
         self._committer = AsyncGroupCommitter(store)
+        self._owns_store = True
 
     @property
     def queue_depth(self) -> int:
@@ -97,9 +99,19 @@ class AsyncEventLog:
     ) -> None:
         await self.close()
 
+    def for_tenant(self, tenant: str) -> AsyncEventLog:
+        """This log's view of another tenant: the same store, types and validation, and the same group committer
+        (so the tenants' concurrent appends share transactions). Closing the view does not close the store."""
+        view = AsyncEventLog.__new__(AsyncEventLog)
+        view.__dict__.update(self.__dict__)
+        view.tenant = check_tenant(tenant)
+        view._owns_store = False
+        return view
+
     async def close(self) -> None:
-        """Close the store's connections."""
-        await self.store.close()
+        """Close the store's connections (a :meth:`for_tenant` view leaves them to the log it came from)."""
+        if self._owns_store:
+            await self.store.close()
 
     async def migrate(self) -> None:
         """Create or upgrade the store's schema (safe to run concurrently and repeatedly)."""
@@ -346,8 +358,8 @@ class AsyncEventLog:
         return await self.store.list_streams(self.tenant, prefix=prefix, after=after, limit=limit)
 
     async def head_position(self) -> int:
-        """The position of the last committed event (0 when the store is empty)."""
-        return await self.store.head_position()
+        """The position of the tenant's last committed event (0 when it has none)."""
+        return await self.store.head_position(self.tenant)
 
     async def replay(
         self,
@@ -458,7 +470,7 @@ class AsyncEventLog:
         position = max(position or 0, flt.after_position or 0)
         limit = check_limit(batch_size)
         while True:
-            head = await self.store.head_position()
+            head = await self.store.head_position(self.tenant)
             if flt.before_position is not None:
                 head = min(head, flt.before_position - 1)
             if head > position:
@@ -475,7 +487,7 @@ class AsyncEventLog:
             elif flt.before_position is not None and position >= flt.before_position - 1:
                 return
             else:
-                await self.store.wait_for_events(position, poll_interval)
+                await self.store.wait_for_events(self.tenant, position, poll_interval)
 
     async def checkpoint(self, consumer: str) -> int | None:
         """The position ``consumer`` saved with :meth:`save_checkpoint`, or None."""
@@ -485,6 +497,43 @@ class AsyncEventLog:
         """Remember that ``consumer`` has processed every event up to ``position``."""
         _check_version("position", position)
         await self.store.set_checkpoint(self.tenant, _consumer(consumer), position)
+
+    # -- API tokens ---------------------------------------------------------------------------------------------
+    async def create_token(
+        self, scopes: str | Sequence[str], *, name: str | None = None, expires_in: timedelta | None = None
+    ) -> tuple[str, ApiToken]:
+        """A new API token of this tenant for a meshlog server: its text, to hand to its holder (only a digest is
+        stored, so it cannot be shown again), and its record. ``scopes``: ``"read"``, ``"write"`` (includes read)
+        or ``"admin"`` (includes both)."""
+        text, record = issue_token(
+            self.tenant, [scopes] if isinstance(scopes, str) else scopes, name=name, expires_in=expires_in
+        )
+        await self.store.save_token(record)
+        return text, record
+
+    async def tokens(self) -> list[ApiToken]:
+        """This tenant's API tokens (revoked and expired ones included), oldest first."""
+        return await self.store.list_tokens(self.tenant)
+
+    async def revoke_token(self, token_id: str) -> None:
+        """Revoke one of this tenant's tokens. Raises NotFound when the tenant has no such active token."""
+        if not await self.store.revoke_token(self.tenant, check_token_id(token_id)):
+            raise NotFound(f"no active token {token_id!r} in tenant {self.tenant!r}")
+
+    async def authenticate(self, token: str) -> ApiToken | None:
+        """The active token (of any tenant) whose text ``token`` is, or None: not a meshlog token, unknown,
+        a wrong secret, revoked or expired."""
+        parsed = parse_token(token) if isinstance(token, str) else None
+        if parsed is None:
+            return None
+        record = await self.store.find_token(parsed[0])
+        if record is None or not record.matches(parsed[1]) or not record.active():
+            return None
+        return record
+
+    async def has_tokens(self) -> bool:
+        """Whether the store holds any active API token (a server then requires one on every request)."""
+        return await self.store.has_tokens()
 
 
 def _event_id(value: object) -> str:

@@ -15,6 +15,7 @@ from meshlog._validation import AppendRequest
 from meshlog.errors import MeshlogError
 from meshlog.events import RecordedEvent, StreamInfo
 from meshlog.query import EventFilter, Order
+from meshlog.tokens import ApiToken
 
 __all__ = ["AppendOutcome", "Store"]
 
@@ -99,13 +100,17 @@ class Store(Protocol):
         """Streams of the tenant ordered by name, those after ``after``, optionally by name prefix."""
         ...
 
-    def head_position(self) -> int:
-        """The highest committed position in the store (any tenant), 0 when empty."""
+    def head_position(self, tenant: str) -> int:
+        """The highest committed position among the tenant's events, 0 when it has none.
+
+        Every event of the tenant with a position up to it is visible once this returns (positions commit in
+        order), which is what lets a subscriber catch up to it without skipping.
+        """
         ...
 
-    def wait_for_events(self, after_position: int, timeout: float) -> None:
-        """Return when an event after ``after_position`` may have been committed, or after ``timeout``
-        seconds. A hint only: callers re-query, so a spurious return is harmless."""
+    def wait_for_events(self, tenant: str, after_position: int, timeout: float) -> None:
+        """Return when an event of the tenant after ``after_position`` may have been committed, or after
+        ``timeout`` seconds. A hint only: callers re-query, so a spurious return is harmless."""
         ...
 
     def lineage(self, tenant: str, event_id: str) -> tuple[list[RecordedEvent], list[RecordedEvent]] | None:
@@ -141,6 +146,26 @@ class Store(Protocol):
 
     def set_checkpoint(self, tenant: str, consumer: str, position: int) -> None:
         """Save a consumer's position (durably; last write wins)."""
+        ...
+
+    def save_token(self, token: ApiToken) -> None:
+        """Store a new API token (its id is new)."""
+        ...
+
+    def find_token(self, token_id: str) -> ApiToken | None:
+        """The token with this id, of any tenant (to authenticate a request), or None."""
+        ...
+
+    def list_tokens(self, tenant: str) -> list[ApiToken]:
+        """The tenant's tokens, revoked ones included, oldest first."""
+        ...
+
+    def revoke_token(self, tenant: str, token_id: str) -> bool:
+        """Mark the tenant's token revoked; False when the tenant has no such token (or it was revoked)."""
+        ...
+
+    def has_tokens(self) -> bool:
+        """Whether any tenant has a token that is neither revoked nor expired."""
         ...
 
     def close(self) -> None:

@@ -350,30 +350,45 @@ def main(ctx: click.Context, url: str | None, tenant: str | None) -> None:
     short_help="Create or upgrade the schema.",
     epilog=_examples(
         "meshlog --url sqlite:///events.db migrate",
-        "MESHLOG_URL=postgresql://app@db.internal/events meshlog migrate --json",
+        "MESHLOG_URL=postgresql://owner@db.internal/events meshlog migrate --grant meshlog_app",
     ),
 )
-@click.option("--json", "as_json", is_flag=True, help='Print {"url": URL, "migrated": true} instead.')
+@click.option(
+    "--grant",
+    "roles",
+    multiple=True,
+    metavar="ROLE",
+    help="PostgreSQL: then let this ordinary role use the store (repeatable; see docs/security.md).",
+)
+@click.option("--json", "as_json", is_flag=True, help='Print {"url", "migrated": true, "granted": [ROLE]} instead.')
 @click.pass_context
-def migrate(ctx: click.Context, as_json: bool) -> None:
+def migrate(ctx: click.Context, roles: tuple[str, ...], as_json: bool) -> None:
     """Create or upgrade the store's schema, then print the store URL.
 
     Safe to run repeatedly and from several processes at once. Every other command also migrates when it
-    opens the store; run this first when the schema should exist before the first writer starts.
+    opens the store; run this first when the schema should exist before the first writer starts. With
+    --grant, run it as the schema's owner.
     """
     log = _open(ctx, migrate=False)
     log.migrate()
+    if roles:
+        from meshlog.stores.postgres import PostgresStore
+
+        if not isinstance(log.store, PostgresStore):
+            raise InputError("--grant needs a postgresql:// store")
+        for role in roles:
+            log.store.grant(role)
     if as_json:
-        _print_json({"url": log.url, "migrated": True})
+        _print_json({"url": log.url, "migrated": True, "granted": list(roles)})
         return
-    click.echo(f"{log.url} migrated")
+    click.echo(f"{log.url} migrated" + (f"; granted to {', '.join(roles)}" if roles else ""))
 
 
 @main.command(
     short_help="Write a sample multi-agent run and show it.",
     epilog=_examples(
         "meshlog demo",
-        "meshlog demo --url sqlite:////tmp/demo.db --json",
+        "meshlog demo --no-serve --url sqlite:////tmp/demo.db",
         "meshlog --url sqlite:///meshlog-demo.db query --type task.retry",
     ),
 )
@@ -384,9 +399,15 @@ def migrate(ctx: click.Context, as_json: bool) -> None:
     help=f"Store to write into. Default: {DEMO_URL} (environment variables are ignored here).",
 )
 @click.option("--json", "as_json", is_flag=True, help="Print what was written as JSON instead of showing it.")
+@click.option(
+    "--serve/--no-serve",
+    default=None,
+    help="Then serve the store on 127.0.0.1 until Ctrl-C. Default: serve, unless --json.",
+)
+@click.option("--port", type=click.IntRange(0, 65535), default=8080, show_default=True, help="Port to serve on.")
 @click.pass_context
-def demo(ctx: click.Context, demo_url: str | None, as_json: bool) -> None:
-    """Write a sample multi-agent run and show what query and replay see.
+def demo(ctx: click.Context, demo_url: str | None, as_json: bool, serve: bool | None, port: int) -> None:
+    """Write a sample multi-agent run, show what query and replay see, then serve it over HTTP.
 
     An orchestrator turns a user request into three tasks for three agents, with LLM calls, tool calls,
     progress, a timeout that fails one task, its retry, a deployment and the end of the epic. Every
@@ -406,6 +427,10 @@ def demo(ctx: click.Context, demo_url: str | None, as_json: bool) -> None:
     log = _open(ctx, url)
     with _progress("writing the sample run", None):
         summary = write_demo(log)
+    if serve is None:
+        serve = not as_json
+    if serve:
+        ctx.call_on_close(lambda: _serve_demo(summary.url, port))
     if as_json:
         _print_json(
             {
@@ -1186,11 +1211,152 @@ def spool_flush(ctx: click.Context, flush_url: str | None, spool_path: str | Non
         )
 
 
+def _serve_demo(url: str, port: int) -> None:
+    """Serve the demo store on loopback (after the demo's output, when the command's resources are closed)."""
+    try:
+        from meshlog.server import app_from_options, run
+    except ImportError as exc:
+        raise CliError(str(exc)) from None
+    base = f"http://127.0.0.1:{port}"
+    Console().print(
+        f"\nserving the demo store at {base} (API docs at {base}/docs; Ctrl-C stops)\n"
+        f"  try: meshlog --url {base} tail -f",
+        bold=True,
+    )
+    run(app_from_options({"url": url}), host="127.0.0.1", port=port, access_log=False)
+
+
+@main.group(
+    short_help="Create, list and revoke API tokens.",
+    epilog=_examples(
+        "meshlog token create --tenant team-a --scope write --name ci-agents",
+        "meshlog token list --tenant team-a",
+        "meshlog token revoke 3f9c0a1b2c3d4e5f --tenant team-a",
+    ),
+)
+def token() -> None:
+    """Manage the API tokens of a meshlog server, in its store (--url names the store, not the server).
+
+    Once the store holds a token, 'meshlog serve' requires one on every request and serves the token's
+    tenant. Scopes: read; write (includes read); admin (includes both, and /metrics). Only a digest of each
+    token is stored: the token itself is shown once, by 'token create'. See docs/security.md.
+    """
+
+
+def _token_tenant(ctx: click.Context, tenant: str | None) -> str:
+    settings = ctx.find_object(_Settings) or _Settings(None, False, None)
+    return tenant or settings.tenant or os.environ.get("MESHLOG_TENANT") or "default"
+
+
+_TENANT_OPTION_HELP: Final = "Tenant of the token. Default: the group's --tenant, $MESHLOG_TENANT or 'default'."
+
+
+@token.command(
+    "create",
+    short_help="Create a token and print it once.",
+    epilog=_examples(
+        "meshlog token create --tenant team-a --scope write",
+        "meshlog token create --tenant ops --scope admin --expires 90d --json",
+    ),
+)
+@click.option("--tenant", "token_tenant", metavar="NAME", help=_TENANT_OPTION_HELP)
+@click.option(
+    "--scope",
+    "scopes",
+    type=click.Choice(["read", "write", "admin"]),
+    multiple=True,
+    required=True,
+    help="What the token may do: read, write (includes read) or admin (includes both).",
+)
+@click.option("--name", metavar="TEXT", help="A note on who or what holds the token.")
+@click.option("--expires", metavar="AGE", help="Lifetime such as 12h, 30d or 1w. Default: no expiry.")
+@click.option("--json", "as_json", is_flag=True, help="Print the token and its record as JSON.")
+@click.pass_context
+def token_create(
+    ctx: click.Context,
+    token_tenant: str | None,
+    scopes: tuple[str, ...],
+    name: str | None,
+    expires: str | None,
+    as_json: bool,
+) -> None:
+    """Create an API token for a tenant and print it. It is shown only this once: store it in the holder's
+    secret store (it is sent as 'Authorization: Bearer <token>'; clients read $MESHLOG_TOKEN)."""
+    expires_in = None
+    if expires is not None:
+        age = _AGE_RE.fullmatch(expires.strip())
+        if age is None or int(age.group(1)) < 1:
+            raise InputError(f"--expires: {expires!r} is not a lifetime such as 12h, 30d or 1w")
+        expires_in = timedelta(**{_AGE_UNITS[age.group(2)]: int(age.group(1))})
+    log = _open(ctx).for_tenant(_token_tenant(ctx, token_tenant))
+    text, record = log.create_token(scopes, name=name, expires_in=expires_in)
+    if as_json:
+        _print_json({"token": text, **record.to_dict()})
+        return
+    click.echo(text)
+    _warn(
+        f"token {record.id} for tenant {record.tenant!r} ({', '.join(record.scopes)}): this is the only time "
+        "it is shown; keep it secret"
+    )
+
+
+@token.command(
+    "list",
+    short_help="List a tenant's tokens.",
+    epilog=_examples("meshlog token list --tenant team-a", "meshlog token list --json"),
+)
+@click.option("--tenant", "token_tenant", metavar="NAME", help=_TENANT_OPTION_HELP)
+@click.option("--json", "as_json", is_flag=True, help="Print the tokens as a JSON array.")
+@click.pass_context
+def token_list(ctx: click.Context, token_tenant: str | None, as_json: bool) -> None:
+    """List a tenant's tokens (never their secrets), revoked and expired ones included."""
+    log = _open(ctx).for_tenant(_token_tenant(ctx, token_tenant))
+    tokens = log.tokens()
+    if as_json:
+        _print_json([t.to_dict() for t in tokens])
+        return
+    now = datetime.now(UTC)
+    Console().table(
+        ["id", "scopes", "name", "created_at", "expires_at", "status"],
+        [
+            (
+                t.id,
+                " ".join(t.scopes),
+                t.name or "",
+                t.created_at,
+                t.expires_at or "",
+                "revoked" if t.revoked_at else ("active" if t.active(now) else "expired"),
+            )
+            for t in tokens
+        ],
+    )
+
+
+@token.command(
+    "revoke",
+    short_help="Revoke a token.",
+    epilog=_examples("meshlog token revoke 3f9c0a1b2c3d4e5f --tenant team-a"),
+)
+@click.argument("token_id", metavar="ID")
+@click.option("--tenant", "token_tenant", metavar="NAME", help=_TENANT_OPTION_HELP)
+@click.option("--json", "as_json", is_flag=True, help='Print {"id": ID, "revoked": true} instead.')
+@click.pass_context
+def token_revoke(ctx: click.Context, token_id: str, token_tenant: str | None, as_json: bool) -> None:
+    """Revoke one of a tenant's tokens. Running servers stop accepting it within their token cache time
+    (30 seconds by default)."""
+    log = _open(ctx).for_tenant(_token_tenant(ctx, token_tenant))
+    log.revoke_token(token_id)
+    if as_json:
+        _print_json({"id": token_id, "revoked": True})
+        return
+    click.echo(f"token {token_id} revoked")
+
+
 @main.command(
     short_help="Serve the HTTP API.",
     epilog=_examples(
         "meshlog serve --url sqlite:///events.db --port 8080",
-        "meshlog serve --url postgresql://app@db.internal/events --host 0.0.0.0 --insecure --types agent-mesh",
+        "meshlog serve --url postgresql://app@db.internal/events --host 0.0.0.0 --workers 2 --dapr",
     ),
 )
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
@@ -1201,7 +1367,24 @@ def spool_flush(ctx: click.Context, flush_url: str | None, spool_path: str | Non
 @click.option(
     "--insecure",
     is_flag=True,
-    help="Allow listening on a non-loopback address although the API has no authentication yet.",
+    help="Allow a non-loopback address although the store has no API token (anyone can then read and write).",
+)
+@click.option(
+    "--workers",
+    type=click.IntRange(1, 64),
+    default=1,
+    show_default=True,
+    help="Worker processes sharing the port (about one per CPU core).",
+)
+@click.option("--no-access-log", is_flag=True, help="Do not log each request (faster under load).")
+@click.option("--dapr", is_flag=True, help="Also subscribe to Dapr pub/sub (GET /dapr/subscribe, docs/dapr.md).")
+@click.option("--dapr-pubsub", metavar="NAME", default="pubsub", show_default=True, help="Dapr pub/sub component name.")
+@click.option(
+    "--dapr-topic",
+    "dapr_topics",
+    multiple=True,
+    metavar="TOPIC[=TYPE]",
+    help="Another topic to subscribe to, stored as TYPE (default dapr.TOPIC); repeatable.",
 )
 @click.option(
     "--validation",
@@ -1226,27 +1409,60 @@ def serve(
     serve_tenant: str | None,
     no_migrate: bool,
     insecure: bool,
+    workers: int,
+    no_access_log: bool,
+    dapr: bool,
+    dapr_pubsub: str,
+    dapr_topics: tuple[str, ...],
     validation: str,
     catalogues: tuple[str, ...],
 ) -> None:
     """Serve meshlog's HTTP API (docs/server.md) with uvicorn until Ctrl-C or SIGTERM.
 
-    Listens on 127.0.0.1 unless --host says otherwise; a non-loopback address needs --insecure, because the
-    API has no authentication yet. On shutdown, in-flight requests finish and open subscriptions end.
+    Once the store holds an API token ('meshlog token create'), every request needs one and is served for
+    the token's tenant; until then the server serves --tenant to anyone who can reach it, so it listens on
+    127.0.0.1 unless --host says otherwise, and a non-loopback address without a token needs --insecure.
+    On shutdown, in-flight requests finish and open subscriptions end.
     """
     try:
-        from meshlog.server import create_app, is_loopback, run
+        from meshlog.server import app_from_options, is_loopback, run, run_workers
     except ImportError as exc:
         raise CliError(str(exc)) from None
-    if not is_loopback(host) and not insecure:
-        raise InputError(
-            f"refusing to listen on {host}: the API has no authentication yet; "
-            "use --host 127.0.0.1, or --insecure to expose it anyway"
-        )
     settings = ctx.find_object(_Settings) or _Settings(None, False, None)
-    url = serve_url or settings.url
+    from meshlog.log import resolve_url
+    from meshlog.stores import redact
+
+    url = resolve_url(serve_url or settings.url)
     tenant = serve_tenant or settings.tenant or os.environ.get("MESHLOG_TENANT") or "default"
-    app = create_app(url, tenant=tenant, migrate=not no_migrate, types=list(catalogues) or None, validation=validation)
+    if not is_loopback(host) and not insecure:
+        _require_tokens(url, host, migrate=not no_migrate)
+    options: dict[str, Any] = {
+        "url": url,
+        "tenant": tenant,
+        "migrate": not no_migrate,
+        "types": list(catalogues) or None,
+        "validation": validation,
+    }
+    if dapr or dapr_topics:
+        options["dapr"] = {"pubsub_name": dapr_pubsub, "topics": list(dapr_topics)}
     shown = f"[{host}]" if ":" in host else host
-    Console().print(f"meshlog serving tenant {tenant!r} at http://{shown}:{port} (docs at /docs)")
-    run(app, host=host, port=port)
+    processes = f" in {workers} worker processes" if workers > 1 else ""
+    Console().print(f"meshlog serving at http://{shown}:{port}{processes} (docs at /docs), store {redact(url)}")
+    if workers > 1:
+        run_workers(options, workers=workers, host=host, port=port, access_log=not no_access_log)
+    else:
+        run(app_from_options(options), host=host, port=port, access_log=not no_access_log)
+
+
+def _require_tokens(url: str, host: str, *, migrate: bool) -> None:
+    """Refuse to listen on ``host`` (not loopback) unless the store holds an API token."""
+    try:
+        with meshlog.connect(url, migrate=migrate) as log:
+            has_tokens = log.has_tokens()
+    except MeshlogError as exc:
+        raise CliError(f"refusing to listen on {host}: cannot tell whether the store has API tokens ({exc})") from exc
+    if not has_tokens:
+        raise InputError(
+            f"refusing to listen on {host}: the store has no API token, so anyone could read and write; "
+            "create one with 'meshlog token create', use --host 127.0.0.1, or --insecure to expose it anyway"
+        )

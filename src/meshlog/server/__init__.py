@@ -15,6 +15,16 @@ except ImportError as exc:  # pragma: no cover - exercised by the install smoke 
 
 from meshlog.server.app import begin_shutdown, create_app, get_log
 from meshlog.server.problems import Problem
-from meshlog.server.runner import Server, is_loopback, run
+from meshlog.server.runner import Server, app_from_options, is_loopback, run, run_workers
 
-__all__ = ["Problem", "Server", "begin_shutdown", "create_app", "get_log", "is_loopback", "run"]
+__all__ = [
+    "Problem",
+    "Server",
+    "app_from_options",
+    "begin_shutdown",
+    "create_app",
+    "get_log",
+    "is_loopback",
+    "run",
+    "run_workers",
+]

@@ -18,11 +18,12 @@ import logging
 import time
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
+from contextvars import ContextVar
 from datetime import datetime
 from typing import Annotated, Any, Final, TypeVar, cast
 
 import pydantic
-from fastapi import APIRouter, FastAPI, Query, Request
+from fastapi import APIRouter, Depends, FastAPI, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.openapi.utils import get_openapi
 from pydantic.json_schema import models_json_schema
@@ -35,6 +36,7 @@ from meshlog.errors import MeshlogError, StoreError, StoreUnavailable, Validatio
 from meshlog.events import NewEvent, RecordedEvent
 from meshlog.log_async import AsyncEventLog
 from meshlog.query import EventFilter
+from meshlog.server.auth import Authenticator
 from meshlog.server.metrics import CONTENT_TYPE, Metrics
 from meshlog.server.problems import Problem, from_meshlog_error, problem_response
 from meshlog.server.schemas import BatchIn, CheckpointIn, EventIn, OutcomeIn, SingleEventIn
@@ -69,6 +71,7 @@ class ServerState:
         migrate: bool,
         types: TypeRegistry | Sequence[str] | None,
         validation: str,
+        token_cache_ttl: float = 30.0,
     ) -> None:
         self.url = url
         self.tenant = tenant
@@ -79,6 +82,8 @@ class ServerState:
         self.stopping: asyncio.Event | None = None
         self._opening: asyncio.Lock | None = None
         self.metrics = Metrics(self._queue_depth)
+        self.auth = Authenticator(cache_ttl=token_cache_ttl)
+        self._tenant_logs: dict[str, AsyncEventLog] = {}
 
     def _queue_depth(self) -> float:
         return float(self.log.queue_depth) if self.log is not None else 0.0
@@ -100,6 +105,20 @@ class ServerState:
                 )
             return self.log
 
+    async def authorize(self, request: Request, scope: str) -> AsyncEventLog:
+        """The log of the tenant the request may act for with ``scope``: the server's tenant while the store
+        holds no API token; the token's tenant once it does (Problem 401/403 without a fitting token)."""
+        log = await self.open()
+        if not await self.auth.required(log):
+            return log
+        token = await self.auth.check(log, request, scope)
+        if token.tenant == log.tenant:
+            return log
+        view = self._tenant_logs.get(token.tenant)
+        if view is None:
+            view = self._tenant_logs[token.tenant] = log.for_tenant(token.tenant)
+        return view
+
     def require_log(self) -> AsyncEventLog:
         """The open log; StoreUnavailable while the store could not be reached yet."""
         if self.log is None:
@@ -107,6 +126,7 @@ class ServerState:
         return self.log
 
     async def close(self) -> None:
+        self._tenant_logs.clear()
         log, self.log = self.log, None
         if log is not None:
             await log.close()
@@ -120,9 +140,10 @@ def begin_shutdown(app: FastAPI) -> None:
 
 
 async def get_log(request: Request) -> AsyncEventLog:
-    """FastAPI dependency: the app's event log (for routers included into the app)."""
+    """FastAPI dependency for routers included into the app: the log of the tenant the request acts for, checked
+    for the ``read`` scope on GET and HEAD requests and ``write`` on the others (see :meth:`ServerState.authorize`)."""
     state: ServerState = request.app.state.meshlog
-    return await state.open()
+    return await state.authorize(request, "read" if request.method in {"GET", "HEAD"} else "write")
 
 
 # -- request bodies ----------------------------------------------------------------------------------------------
@@ -258,6 +279,7 @@ def create_app(
     sse_ping: float = 15.0,
     routers: Sequence[APIRouter] = (),
     dapr: object = None,
+    token_cache_ttl: float = 30.0,
 ) -> FastAPI:
     """The meshlog HTTP API for ``tenant`` of the store at ``url`` (resolved as by :func:`meshlog.connect`).
 
@@ -267,8 +289,14 @@ def create_app(
     :func:`get_log`). ``dapr=True`` (or a ``meshlog.server.dapr.DaprSettings``) adds the Dapr pub/sub routes.
     When the store cannot be reached at startup the server still starts: ``/readyz`` answers
     503 and every store route a 503 ``store-unavailable`` until it can.
+
+    Once the store holds an API token, every route but ``/healthz``, ``/readyz``, ``/dapr/subscribe`` and the
+    OpenAPI documents needs one, and the token's tenant is the one served (see :mod:`meshlog.server.auth`);
+    ``token_cache_ttl`` is how long a verified token is trusted before it is looked up again.
     """
-    state = ServerState(url, tenant=tenant, migrate=migrate, types=types, validation=validation)
+    state = ServerState(
+        url, tenant=tenant, migrate=migrate, types=types, validation=validation, token_cache_ttl=token_cache_ttl
+    )
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -307,11 +335,23 @@ def _include_dapr(app: FastAPI, state: ServerState, dapr: object) -> None:
 
     settings = None if dapr is True else cast("dapr_module.DaprSettings", dapr)
     messages = state.metrics.dapr_messages
+    authorized_log: ContextVar[AsyncEventLog | None] = ContextVar("meshlog_dapr_log", default=None)
 
     def on_status(topic: str, status: str, reason: str | None) -> None:
         messages.labels(topic, status).inc()
 
-    app.include_router(dapr_module.dapr_router(state.open, settings, on_status=on_status))
+    async def authorize(request: Request) -> None:
+        # Deliveries carry the sidecar's app API token (dapr-api-token) once the server requires tokens; an
+        # answer other than 200 makes Dapr redeliver, so a credential problem never loses a message.
+        if request.method == "POST":
+            authorized_log.set(await state.authorize(request, "write"))
+
+    async def current_log() -> AsyncEventLog:
+        log = authorized_log.get()
+        return log if log is not None else await state.open()
+
+    router = dapr_module.dapr_router(current_log, settings, on_status=on_status)
+    app.include_router(router, dependencies=[Depends(authorize)])
 
 
 def _install_handlers(app: FastAPI, state: ServerState) -> None:
@@ -390,8 +430,8 @@ def _router(state: ServerState, *, max_body_bytes: int, max_batch: int, sse_ping
     @router.post("/v1/events", status_code=201, openapi_extra=_body_schema("EventsBody"), tags=["writing"])
     async def post_events(request: Request) -> JSONResponse:
         """Append one event, or a batch (``{"events": [...]}``) atomically."""
+        log = await state.authorize(request, "write")
         body = await read_json(request, max_body_bytes)
-        log = await state.open()
         if isinstance(body, dict) and "events" in body:
             batch = parse_model(BatchIn, body)
             if len(batch.events) > max_batch:
@@ -431,8 +471,8 @@ def _router(state: ServerState, *, max_body_bytes: int, max_batch: int, sse_ping
     )
     async def post_outcome(event_id: str, request: Request) -> JSONResponse:
         """Record what came of an event (an ``outcome.recorded`` child event)."""
+        log = await state.authorize(request, "write")
         body = parse_model(OutcomeIn, await read_json(request, max_body_bytes))
-        log = await state.open()
         event = await log.record_outcome(
             event_id, body.outcome, agent_id=body.agent_id, metadata=body.metadata, idempotency_key=body.idempotency_key
         )
@@ -442,20 +482,21 @@ def _router(state: ServerState, *, max_body_bytes: int, max_batch: int, sse_ping
     @router.put("/v1/checkpoints/{consumer:path}", openapi_extra=_body_schema("CheckpointIn"), tags=["writing"])
     async def put_checkpoint(consumer: str, request: Request) -> dict[str, Any]:
         """Save a consumer's checkpoint position."""
+        log = await state.authorize(request, "write")
         body = parse_model(CheckpointIn, await read_json(request, max_body_bytes))
-        log = await state.open()
         await log.save_checkpoint(consumer, body.position)
         return {"consumer": consumer, "position": body.position}
 
     @router.get("/v1/checkpoints/{consumer:path}", tags=["reading"])
-    async def get_checkpoint(consumer: str) -> dict[str, Any]:
+    async def get_checkpoint(request: Request, consumer: str) -> dict[str, Any]:
         """A consumer's checkpoint position, or null."""
-        log = await state.open()
+        log = await state.authorize(request, "read")
         return {"consumer": consumer, "position": await log.checkpoint(consumer)}
 
     # -- reading --
     @router.get("/v1/events", tags=["reading"])
     async def query_events(
+        request: Request,
         stream: str | None = None,
         type: Annotated[list[str] | None, Query()] = None,
         trace_id: str | None = None,
@@ -474,7 +515,7 @@ def _router(state: ServerState, *, max_body_bytes: int, max_batch: int, sse_ping
         raw: bool = False,
     ) -> dict[str, Any]:
         """One page of matching events; pass ``next_cursor`` as ``cursor`` for the next."""
-        log = await state.open()
+        log = await state.authorize(request, "read")
         page = await log.query(
             stream=stream,
             types=type,
@@ -501,27 +542,31 @@ def _router(state: ServerState, *, max_body_bytes: int, max_batch: int, sse_ping
         }
 
     @router.get("/v1/events/{event_id}", tags=["reading"])
-    async def get_event(event_id: str, with_outcome: bool = False, raw: bool = False) -> dict[str, Any]:
+    async def get_event(
+        request: Request, event_id: str, with_outcome: bool = False, raw: bool = False
+    ) -> dict[str, Any]:
         """One event by id."""
-        log = await state.open()
+        log = await state.authorize(request, "read")
         return {"event": (await log.get(event_id, with_outcome=with_outcome, raw=raw)).to_dict()}
 
     @router.get("/v1/events/{event_id}/lineage", tags=["reading"])
-    async def get_lineage(event_id: str) -> dict[str, Any]:
+    async def get_lineage(request: Request, event_id: str) -> dict[str, Any]:
         """The event, its ancestors and its descendants."""
-        log = await state.open()
+        log = await state.authorize(request, "read")
         return (await log.lineage(event_id)).to_dict()
 
     @router.get("/v1/events/{event_id}/graph", tags=["reading"])
-    async def get_graph(event_id: str, max_depth: int = 3) -> dict[str, Any]:
+    async def get_graph(request: Request, event_id: str, max_depth: int = 3) -> dict[str, Any]:
         """The events within ``max_depth`` parent/related hops, with their links."""
-        log = await state.open()
+        log = await state.authorize(request, "read")
         return (await log.graph(event_id, max_depth=max_depth)).to_dict()
 
     @router.get("/v1/streams", tags=["streams"])
-    async def list_streams(prefix: str | None = None, after: str | None = None, limit: int = 100) -> dict[str, Any]:
+    async def list_streams(
+        request: Request, prefix: str | None = None, after: str | None = None, limit: int = 100
+    ) -> dict[str, Any]:
         """Streams by name with their versions."""
-        log = await state.open()
+        log = await state.authorize(request, "read")
         infos = await log.list_streams(prefix=prefix, after=after, limit=limit)
         return {
             "streams": [
@@ -538,6 +583,7 @@ def _router(state: ServerState, *, max_body_bytes: int, max_batch: int, sse_ping
 
     @router.get("/v1/streams/{stream:path}/events", tags=["streams"])
     async def read_stream(
+        request: Request,
         stream: str,
         from_version: int = 1,
         to_version: int | None = None,
@@ -548,7 +594,7 @@ def _router(state: ServerState, *, max_body_bytes: int, max_batch: int, sse_ping
         """The stream's events in stream order (newest first with ``backwards=true``), at most ``limit``."""
         if not 1 <= limit <= 1000:
             raise ValidationError("limit must be an integer from 1 to 1000", field="limit", rule="range")
-        log = await state.open()
+        log = await state.authorize(request, "read")
         events: list[RecordedEvent] = []
         async for event in log.read_stream(
             stream, from_version=from_version, to_version=to_version, backwards=backwards, raw=raw
@@ -559,15 +605,15 @@ def _router(state: ServerState, *, max_body_bytes: int, max_batch: int, sse_ping
         return {"events": _events(events)}
 
     @router.get("/v1/streams/{stream:path}/version", tags=["streams"])
-    async def stream_version(stream: str) -> dict[str, Any]:
+    async def stream_version(request: Request, stream: str) -> dict[str, Any]:
         """The stream's version (0 when it has no events)."""
-        log = await state.open()
+        log = await state.authorize(request, "read")
         return {"stream": stream, "version": await log.stream_version(stream)}
 
     @router.get("/v1/streams/{stream:path}/state", tags=["streams"])
-    async def stream_state(stream: str, to_version: int | None = None) -> dict[str, Any]:
+    async def stream_state(request: Request, stream: str, to_version: int | None = None) -> dict[str, Any]:
         """The stream replayed through the session projection."""
-        log = await state.open()
+        log = await state.authorize(request, "read")
         replayed = await log.replay(stream, SessionState(), to_version=to_version)
         return {
             "stream": stream,
@@ -578,33 +624,33 @@ def _router(state: ServerState, *, max_body_bytes: int, max_batch: int, sse_ping
         }
 
     @router.get("/v1/streams/{stream:path}/resume", tags=["streams"])
-    async def stream_resume(stream: str) -> dict[str, Any]:
+    async def stream_resume(request: Request, stream: str) -> dict[str, Any]:
         """Where the session stands and what to do next."""
-        log = await state.open()
+        log = await state.authorize(request, "read")
         return (await log.resume(stream)).to_dict()
 
     @router.get("/v1/streams/{stream:path}/narrative", response_class=Response, tags=["streams"])
-    async def stream_narrative(stream: str) -> Response:
+    async def stream_narrative(request: Request, stream: str) -> Response:
         """A Markdown timeline of the stream."""
-        log = await state.open()
+        log = await state.authorize(request, "read")
         return Response(await log.narrative(stream=stream), media_type="text/markdown; charset=utf-8")
 
     @router.get("/v1/traces/{trace_id}/narrative", response_class=Response, tags=["reading"])
-    async def trace_narrative(trace_id: str) -> Response:
+    async def trace_narrative(request: Request, trace_id: str) -> Response:
         """A Markdown timeline of the trace."""
-        log = await state.open()
+        log = await state.authorize(request, "read")
         return Response(await log.narrative(trace_id=trace_id), media_type="text/markdown; charset=utf-8")
 
     @router.get("/v1/event-types", tags=["reading"])
-    async def event_types() -> dict[str, Any]:
+    async def event_types(request: Request) -> dict[str, Any]:
         """The event types the server knows (from its catalogues)."""
-        log = await state.open()
+        log = await state.authorize(request, "read")
         return {"event_types": [t.to_dict() for t in log.event_types()]}
 
     @router.get("/v1/head", tags=["reading"])
-    async def head() -> dict[str, Any]:
+    async def head(request: Request) -> dict[str, Any]:
         """The position of the last committed event."""
-        log = await state.open()
+        log = await state.authorize(request, "read")
         return {"position": await log.head_position()}
 
     @router.get("/v1/subscribe", response_class=Response, tags=["reading"])
@@ -632,7 +678,7 @@ def _router(state: ServerState, *, max_body_bytes: int, max_batch: int, sse_ping
         flt = EventFilter(
             types=tuple(type) if type else None, stream=stream, trace_id=trace_id, task_id=task_id, agent_id=agent_id
         )
-        log = await state.open()
+        log = await state.authorize(request, "read")
         stopping = state.stopping or asyncio.Event()
         return sse_response(event_stream(log, position, flt, stopping), ping=sse_ping)
 
@@ -655,8 +701,9 @@ def _router(state: ServerState, *, max_body_bytes: int, max_batch: int, sse_ping
         return {"status": "ready", "position": position}
 
     @router.get("/metrics", response_class=Response, tags=["operations"])
-    async def metrics() -> Response:
-        """Prometheus metrics."""
+    async def metrics(request: Request) -> Response:
+        """Prometheus metrics (with tokens: an ``admin`` token)."""
+        await state.authorize(request, "admin")
         return Response(state.metrics.render(), media_type=CONTENT_TYPE)
 
     return router

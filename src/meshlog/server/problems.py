@@ -39,6 +39,8 @@ TITLES: Final[Mapping[str, str]] = {
     "invalid-cursor": "Invalid cursor",
     "wrong-expected-version": "Wrong expected version",
     "idempotency-conflict": "Idempotency conflict",
+    "unauthorized": "Unauthorized",
+    "forbidden": "Forbidden",
     "not-found": "Not found",
     "method-not-allowed": "Method not allowed",
     "store-unavailable": "Store unavailable",

@@ -3,13 +3,19 @@
 from __future__ import annotations
 
 import ipaddress
+import json
+import os
+from collections.abc import Mapping
+from typing import Any, Final
 
 import uvicorn
 from fastapi import FastAPI
 
-from meshlog.server.app import begin_shutdown
+from meshlog.server.app import begin_shutdown, create_app
 
-__all__ = ["Server", "is_loopback", "run"]
+__all__ = ["Server", "app_from_environment", "app_from_options", "is_loopback", "run", "run_workers"]
+
+OPTIONS_VARIABLE: Final = "MESHLOG_SERVE_OPTIONS"
 
 
 class Server(uvicorn.Server):
@@ -38,7 +44,66 @@ def is_loopback(host: str) -> bool:
         return False
 
 
-def run(app: FastAPI, *, host: str = "127.0.0.1", port: int = 8080, log_level: str = "info") -> None:
+def run(
+    app: FastAPI, *, host: str = "127.0.0.1", port: int = 8080, log_level: str = "info", access_log: bool = True
+) -> None:
     """Serve ``app`` until SIGINT or SIGTERM; in-flight requests finish, subscriptions end."""
-    config = uvicorn.Config(app, host=host, port=port, log_level=log_level, lifespan="on", timeout_graceful_shutdown=30)
+    config = uvicorn.Config(
+        app,
+        host=host,
+        port=port,
+        log_level=log_level,
+        access_log=access_log,
+        lifespan="on",
+        timeout_graceful_shutdown=30,
+    )
     Server(config, app).run()
+
+
+def run_workers(
+    options: Mapping[str, Any],
+    *,
+    workers: int,
+    host: str = "127.0.0.1",
+    port: int = 8080,
+    log_level: str = "info",
+    access_log: bool = True,
+) -> None:
+    """Serve the app that ``create_app(**options)`` builds in ``workers`` processes sharing one socket (uvicorn's
+    supervisor restarts a worker that dies). Each worker has its own connections and group committer; the store
+    keeps them consistent, as it does for separate servers. On shutdown in-flight requests finish; live tails are
+    closed after at most 10 seconds (clients resume them with ``Last-Event-ID``)."""
+    os.environ[OPTIONS_VARIABLE] = json.dumps(dict(options))
+    uvicorn.run(
+        f"{__name__}:app_from_environment",
+        factory=True,
+        host=host,
+        port=port,
+        workers=workers,
+        log_level=log_level,
+        access_log=access_log,
+        lifespan="on",
+        timeout_graceful_shutdown=10,
+    )
+
+
+def app_from_environment() -> FastAPI:
+    """The app a worker process serves: ``create_app`` with the options :func:`run_workers` left in the
+    environment."""
+    return app_from_options(json.loads(os.environ.get(OPTIONS_VARIABLE, "{}")))
+
+
+def app_from_options(options: Mapping[str, Any]) -> FastAPI:
+    """``create_app`` from JSON-ready options (what ``meshlog serve`` passes to each worker); ``dapr`` may be
+    ``{"pubsub_name": ..., "topics": ["topic", "topic=event.type", ...]}`` (topics added to the defaults)."""
+    kwargs = dict(options)
+    dapr = kwargs.pop("dapr", None)
+    if isinstance(dapr, Mapping):
+        from meshlog.server.dapr import DaprSettings
+
+        kwargs["dapr"] = DaprSettings(pubsub_name=dapr.get("pubsub_name") or "pubsub").with_topics(
+            dapr.get("topics") or ()
+        )
+    elif dapr:
+        kwargs["dapr"] = True
+    return create_app(**kwargs)

@@ -11,6 +11,7 @@ EVENT_COLUMNS = (
     "position, id, tenant, stream, stream_position, type, version, data, metadata, trace_id, task_id, "
     "agent_id, parent_id, root_id, depth, related, idempotency_key, occurred_at, recorded_at"
 )
+TOKEN_COLUMNS = "id, tenant, scopes, secret_hash, name, created_at, expires_at, revoked_at"  # noqa: S105 - names
 
 
 def where(

@@ -12,6 +12,7 @@ from meshlog.events import RecordedEvent, StreamInfo
 from meshlog.query import EventFilter, Order
 from meshlog.store import Store
 from meshlog.store_async import AppendOutcome
+from meshlog.tokens import ApiToken
 
 P = ParamSpec("P")
 T = TypeVar("T")
@@ -77,12 +78,12 @@ class AsyncThreadedStore:
     async def list_streams(self, tenant: str, *, prefix: str | None, after: str | None, limit: int) -> list[StreamInfo]:
         return await self._call(self.sync_store.list_streams, tenant, prefix=prefix, after=after, limit=limit)
 
-    async def head_position(self) -> int:
-        return await self._call(self.sync_store.head_position)
+    async def head_position(self, tenant: str) -> int:
+        return await self._call(self.sync_store.head_position, tenant)
 
-    async def wait_for_events(self, after_position: int, timeout: float) -> None:
+    async def wait_for_events(self, tenant: str, after_position: int, timeout: float) -> None:
         deadline = time.monotonic() + timeout
-        while await self.head_position() <= after_position:
+        while await self.head_position(tenant) <= after_position:
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 return
@@ -111,6 +112,21 @@ class AsyncThreadedStore:
 
     async def set_checkpoint(self, tenant: str, consumer: str, position: int) -> None:
         await self._call(self.sync_store.set_checkpoint, tenant, consumer, position)
+
+    async def save_token(self, token: ApiToken) -> None:
+        await self._call(self.sync_store.save_token, token)
+
+    async def find_token(self, token_id: str) -> ApiToken | None:
+        return await self._call(self.sync_store.find_token, token_id)
+
+    async def list_tokens(self, tenant: str) -> list[ApiToken]:
+        return await self._call(self.sync_store.list_tokens, tenant)
+
+    async def revoke_token(self, tenant: str, token_id: str) -> bool:
+        return await self._call(self.sync_store.revoke_token, tenant, token_id)
+
+    async def has_tokens(self) -> bool:
+        return await self._call(self.sync_store.has_tokens)
 
     async def close(self) -> None:
         await self._call(self.sync_store.close)

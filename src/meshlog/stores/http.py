@@ -54,6 +54,7 @@ from meshlog.events import RecordedEvent, StreamInfo, StreamState, uuid7
 from meshlog.query import EventFilter, Order
 from meshlog.spool import DEFAULT_MAX_BYTES, DeliveryReport, Spool, Spooled, SpoolFull, is_final
 from meshlog.store import AppendOutcome
+from meshlog.tokens import ApiToken
 
 __all__ = ["AUTO_KEY_PREFIX", "HttpStore", "decode_event", "encode_request", "error_from_response"]
 
@@ -408,13 +409,13 @@ class HttpStore:
         except (KeyError, TypeError, ValueError) as exc:
             raise StoreError(f"unexpected answer from {self.url}: {exc!r}") from exc
 
-    def head_position(self) -> int:
+    def head_position(self, tenant: str) -> int:
         return _int(self.url, (self._get("/v1/head"))["position"])
 
-    def wait_for_events(self, after_position: int, timeout: float) -> None:
+    def wait_for_events(self, tenant: str, after_position: int, timeout: float) -> None:
         """Polls ``GET /v1/head`` every ``poll_interval`` seconds until it passes ``after_position``."""
         deadline = time.monotonic() + timeout
-        while self.head_position() <= after_position:
+        while self.head_position(tenant) <= after_position:
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 return
@@ -459,6 +460,25 @@ class HttpStore:
         response = self._request("PUT", f"/v1/checkpoints/{_segment(consumer)}", body=body)
         if response.status_code != 200:
             raise error_from_response(response)
+
+    # Tokens live in the server's own store: manage them there (``meshlog token create --url <its database>``).
+    def _no_tokens(self) -> ConfigurationError:
+        return ConfigurationError(f"{self.url}: API tokens are managed on the server's store, not over HTTP")
+
+    def save_token(self, token: ApiToken) -> None:
+        raise self._no_tokens()
+
+    def find_token(self, token_id: str) -> ApiToken | None:
+        raise self._no_tokens()
+
+    def list_tokens(self, tenant: str) -> list[ApiToken]:
+        raise self._no_tokens()
+
+    def revoke_token(self, tenant: str, token_id: str) -> bool:
+        raise self._no_tokens()
+
+    def has_tokens(self) -> bool:
+        raise self._no_tokens()
 
     def close(self) -> None:
         self._client.close()

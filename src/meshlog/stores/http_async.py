@@ -53,6 +53,7 @@ from meshlog.events import RecordedEvent, StreamInfo, StreamState, uuid7
 from meshlog.query import EventFilter, Order
 from meshlog.spool import DEFAULT_MAX_BYTES, DeliveryReport, Spool, Spooled, SpoolFull, is_final
 from meshlog.store_async import AppendOutcome
+from meshlog.tokens import ApiToken
 
 __all__ = ["AUTO_KEY_PREFIX", "AsyncHttpStore", "decode_event", "encode_request", "error_from_response"]
 
@@ -407,13 +408,13 @@ class AsyncHttpStore:
         except (KeyError, TypeError, ValueError) as exc:
             raise StoreError(f"unexpected answer from {self.url}: {exc!r}") from exc
 
-    async def head_position(self) -> int:
+    async def head_position(self, tenant: str) -> int:
         return _int(self.url, (await self._get("/v1/head"))["position"])
 
-    async def wait_for_events(self, after_position: int, timeout: float) -> None:
+    async def wait_for_events(self, tenant: str, after_position: int, timeout: float) -> None:
         """Polls ``GET /v1/head`` every ``poll_interval`` seconds until it passes ``after_position``."""
         deadline = time.monotonic() + timeout
-        while await self.head_position() <= after_position:
+        while await self.head_position(tenant) <= after_position:
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 return
@@ -458,6 +459,25 @@ class AsyncHttpStore:
         response = await self._request("PUT", f"/v1/checkpoints/{_segment(consumer)}", body=body)
         if response.status_code != 200:
             raise error_from_response(response)
+
+    # Tokens live in the server's own store: manage them there (``meshlog token create --url <its database>``).
+    def _no_tokens(self) -> ConfigurationError:
+        return ConfigurationError(f"{self.url}: API tokens are managed on the server's store, not over HTTP")
+
+    async def save_token(self, token: ApiToken) -> None:
+        raise self._no_tokens()
+
+    async def find_token(self, token_id: str) -> ApiToken | None:
+        raise self._no_tokens()
+
+    async def list_tokens(self, tenant: str) -> list[ApiToken]:
+        raise self._no_tokens()
+
+    async def revoke_token(self, tenant: str, token_id: str) -> bool:
+        raise self._no_tokens()
+
+    async def has_tokens(self) -> bool:
+        raise self._no_tokens()
 
     async def close(self) -> None:
         await self._client.aclose()

@@ -10,14 +10,16 @@ import bisect
 import json
 import threading
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 
 from meshlog._validation import AppendRequest
+from meshlog.errors import StoreError
 from meshlog.events import RecordedEvent, StreamInfo
 from meshlog.query import EventFilter, Order
 from meshlog.store import AppendOutcome
 from meshlog.stores._planning import Duplicate, Planned, plan_append, recorded
+from meshlog.tokens import ApiToken
 
 __all__ = ["MemoryStore"]
 
@@ -54,6 +56,8 @@ class MemoryStore:
         self._children: dict[str, list[_Row]] = {}
         self._referrers: dict[str, list[_Row]] = {}
         self._snapshots: dict[tuple[str, str, str], tuple[int, int, str]] = {}
+        self._heads: dict[str, int] = {}
+        self._tokens: dict[str, ApiToken] = {}
 
     # -- StateReader (plan_append calls these with the lock held) ----------------------------------------
     def stream_version(self, tenant: str, stream: str) -> int:
@@ -109,6 +113,8 @@ class MemoryStore:
                     for target in event.related:
                         self._referrers.setdefault(target, []).append(row)
                     events.append(row.load())
+                if events:
+                    self._heads[request.tenant] = events[-1].position
                 outcomes.append(events)
             self._appended.notify_all()
         return outcomes
@@ -182,13 +188,13 @@ class MemoryStore:
                 out.append(StreamInfo(name, len(s.rows), s.rows[-1].event.position, s.created_at, s.updated_at))
             return out
 
-    def head_position(self) -> int:
+    def head_position(self, tenant: str) -> int:
         with self._lock:
-            return len(self._rows)
+            return self._heads.get(tenant, 0)
 
-    def wait_for_events(self, after_position: int, timeout: float) -> None:
+    def wait_for_events(self, tenant: str, after_position: int, timeout: float) -> None:
         with self._appended:
-            self._appended.wait_for(lambda: len(self._rows) > after_position, timeout)
+            self._appended.wait_for(lambda: self._heads.get(tenant, 0) > after_position, timeout)
 
     def _row(self, tenant: str, event_id: str) -> _Row | None:
         row = self._by_id.get(event_id)
@@ -260,6 +266,33 @@ class MemoryStore:
     def set_checkpoint(self, tenant: str, consumer: str, position: int) -> None:
         with self._lock:
             self._checkpoints[(tenant, consumer)] = position
+
+    def save_token(self, token: ApiToken) -> None:
+        with self._lock:
+            if token.id in self._tokens:
+                raise StoreError(f"token id {token.id} exists")
+            self._tokens[token.id] = token
+
+    def find_token(self, token_id: str) -> ApiToken | None:
+        with self._lock:
+            return self._tokens.get(token_id)
+
+    def list_tokens(self, tenant: str) -> list[ApiToken]:
+        with self._lock:
+            return [t for t in self._tokens.values() if t.tenant == tenant]
+
+    def revoke_token(self, tenant: str, token_id: str) -> bool:
+        with self._lock:
+            token = self._tokens.get(token_id)
+            if token is None or token.tenant != tenant or token.revoked_at is not None:
+                return False
+            self._tokens[token_id] = replace(token, revoked_at=datetime.now(UTC))
+            return True
+
+    def has_tokens(self) -> bool:
+        with self._lock:
+            now = datetime.now(UTC)
+            return any(t.active(now) for t in self._tokens.values())
 
     def close(self) -> None:
         return None

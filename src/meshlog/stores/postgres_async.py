@@ -19,6 +19,7 @@ import json
 import logging
 import re
 import time
+import weakref
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from importlib import resources
@@ -43,7 +44,8 @@ from meshlog.errors import (
 from meshlog.events import RecordedEvent, StreamInfo, StreamState
 from meshlog.query import EventFilter, Order
 from meshlog.store_async import AppendOutcome
-from meshlog.stores._sql import order_by, where
+from meshlog.stores._sql import TOKEN_COLUMNS, order_by, where
+from meshlog.tokens import ApiToken
 
 __all__ = ["AsyncPostgresStore"]
 
@@ -55,6 +57,8 @@ _MIGRATE_LOCK: Final = 1835365224  # with the schema's hash: serializes concurre
 _PARTITION_MONTHS_AHEAD: Final = 3
 _PARTITION_MARGIN: Final = timedelta(days=20)
 _POLL_SECONDS: Final = 1.0
+_SET_TENANT: Final = "SELECT set_config('meshlog.tenant', %s, false)"
+_ALL_TENANTS: Final = "*"
 # Payloads come as text and are decoded here: psycopg's jsonb path costs several times more per row.
 _COLUMNS: Final = (
     "id::text, position, stream, stream_position, type, version, data::text, metadata::text, trace_id, task_id, "
@@ -327,6 +331,19 @@ def _outcome(request: AppendRequest, raw: dict[str, Any]) -> AppendOutcome:
     return StoreError(f"unexpected append outcome from PostgreSQL: {raw!r}")
 
 
+def _token(row: TupleRow) -> ApiToken:
+    return ApiToken(
+        id=row[0],
+        tenant=row[1],
+        scopes=tuple(row[2]),
+        secret_hash=row[3],
+        name=row[4],
+        created_at=row[5],
+        expires_at=row[6],
+        revoked_at=row[7],
+    )
+
+
 def _migrations() -> list[tuple[int, str]]:
     folder = resources.files("meshlog.stores") / "sql" / "postgres"
     found = []
@@ -382,6 +399,7 @@ class AsyncPostgresStore:
         self._listener: AsyncConnection[TupleRow] | None = None
         self._listen_cond = AsyncCondition()
         self._listening = False
+        self._tenant_of: weakref.WeakKeyDictionary[AsyncConnection[TupleRow], str] = weakref.WeakKeyDictionary()
 
     @staticmethod
     async def _configure(conn: AsyncConnection[TupleRow]) -> None:
@@ -411,11 +429,16 @@ class AsyncPostgresStore:
 
     # -- schema ------------------------------------------------------------------------------------------------
     async def migrate(self) -> None:
+        if await self._migrated():
+            # Nothing to do, and no DDL run: a server connected as a role without CREATE rights starts fine.
+            await self.ensure_partitions()
+            return
         ident = self._ident
         literal = sql.Literal(self.schema)
         try:
             async with self._pool.connection() as conn, conn.transaction():
                 await conn.execute("SELECT pg_advisory_xact_lock(%s, hashtext(%s))", (_MIGRATE_LOCK, self.schema))
+                await conn.execute("SELECT set_config('meshlog.tenant', '*', true)")
                 await conn.execute(sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(ident))
                 await conn.execute(
                     sql.SQL(
@@ -439,6 +462,50 @@ class AsyncPostgresStore:
         except psycopg.Error as exc:
             raise _translate(exc, "migrating") from exc
         await self.ensure_partitions()
+
+    async def _migrated(self) -> bool:
+        """Whether every migration is applied already."""
+        versions = [version for version, _ in _migrations()]
+        try:
+            async with self._pool.connection() as conn:
+                cur = await conn.execute(
+                    "SELECT to_regclass(%s) IS NOT NULL", (f"{self._ident.as_string(conn)}.schema_migrations",)
+                )
+                row = await cur.fetchone()
+                if row is None or not row[0]:
+                    return False
+                cur = await conn.execute(
+                    sql.SQL("SELECT count(*) FROM {}.schema_migrations WHERE version = ANY (%s)").format(self._ident),
+                    (versions,),
+                )
+                row = await cur.fetchone()
+        except psycopg.Error as exc:
+            raise _translate(exc, "migrating") from exc
+        return row is not None and int(row[0]) == len(versions)
+
+    async def grant(self, role: str) -> None:
+        """Let ``role`` (an existing, ordinary role) use the store: read and append events, keep streams, keys,
+        checkpoints, snapshots and tokens, and create partitions ahead. Run after :meth:`migrate`, as the
+        schema's owner. Row-level security keeps each tenant's rows apart for that role."""
+        ident = self._ident
+        role_ident = sql.Identifier(role)
+        statements = [
+            sql.SQL("GRANT USAGE ON SCHEMA {} TO {}"),
+            sql.SQL("GRANT SELECT, INSERT ON {}.events TO {}"),
+            sql.SQL(
+                "GRANT SELECT, INSERT, UPDATE ON {0}.streams, {0}.idempotency_keys, {0}.checkpoints, "
+                "{0}.snapshots, {0}.tokens TO {1}"
+            ),
+            sql.SQL("GRANT SELECT ON {}.schema_migrations TO {}"),
+            sql.SQL("GRANT USAGE, SELECT, UPDATE ON SEQUENCE {}.events_position TO {}"),
+            sql.SQL("GRANT EXECUTE ON ALL FUNCTIONS IN SCHEMA {} TO {}"),
+        ]
+        try:
+            async with self._pool.connection() as conn, conn.transaction():
+                for statement in statements:
+                    await conn.execute(statement.format(ident, role_ident))
+        except psycopg.Error as exc:
+            raise _translate(exc, f"granting access to {role!r}") from exc
 
     async def ensure_partitions(self, months_ahead: int = _PARTITION_MONTHS_AHEAD) -> datetime:
         """Create monthly partitions from this month to ``months_ahead`` ahead; returns the covered end."""
@@ -500,9 +567,19 @@ class AsyncPostgresStore:
         return raw
 
     # -- reading -----------------------------------------------------------------------------------------------
-    async def _fetch(self, query: sql.Composed, params: Sequence[object] | Mapping[str, object]) -> list[TupleRow]:
+    async def _as_tenant(self, conn: AsyncConnection[TupleRow], tenant: str) -> None:
+        """Say whose rows ``conn`` works on, for the row-level security policies (a round trip only when the
+        connection last worked for another tenant)."""
+        if self._tenant_of.get(conn) != tenant:
+            await conn.execute(_SET_TENANT, (tenant,))
+            self._tenant_of[conn] = tenant
+
+    async def _fetch(
+        self, tenant: str, query: sql.Composed, params: Sequence[object] | Mapping[str, object]
+    ) -> list[TupleRow]:
         try:
             async with self._pool.connection() as conn:
+                await self._as_tenant(conn, tenant)
                 cur = await conn.execute(query, params)
                 rows: list[TupleRow] = await cur.fetchall()
                 return rows
@@ -511,6 +588,7 @@ class AsyncPostgresStore:
 
     async def get(self, tenant: str, event_id: str) -> RecordedEvent | None:
         rows = await self._fetch(
+            tenant,
             sql.SQL("SELECT " + _COLUMNS + " FROM {} WHERE id = %s::uuid AND tenant = %s").format(self._events),
             (event_id, tenant),
         )
@@ -521,11 +599,13 @@ class AsyncPostgresStore:
         query = sql.SQL(
             "SELECT " + _COLUMNS + " FROM {} WHERE " + clause + " ORDER BY " + order_by(order) + " LIMIT %s"
         ).format(self._events)
-        return [_event(row) for row in await self._fetch(query, [*params, limit])]
+        return [_event(row) for row in await self._fetch(tenant, query, [*params, limit])]
 
     async def count(self, tenant: str, flt: EventFilter) -> int:
         clause, params = where(tenant, flt, ph="%s", text_clause=_TEXT_CLAUSE, time_value=lambda t: t)
-        rows = await self._fetch(sql.SQL("SELECT count(*) FROM {} WHERE " + clause).format(self._events), params)
+        rows = await self._fetch(
+            tenant, sql.SQL("SELECT count(*) FROM {} WHERE " + clause).format(self._events), params
+        )
         return int(rows[0][0])
 
     async def read_stream(
@@ -544,11 +624,12 @@ class AsyncPostgresStore:
             text += " AND stream_position <= %s"
             params.append(to_version)
         text += " ORDER BY stream_position " + ("DESC" if backwards else "ASC") + " LIMIT %s"
-        rows = await self._fetch(sql.SQL(text).format(self._events), [*params, limit])
+        rows = await self._fetch(tenant, sql.SQL(text).format(self._events), [*params, limit])
         return [_event(row) for row in rows]
 
     async def stream_version(self, tenant: str, stream: str) -> int:
         rows = await self._fetch(
+            tenant,
             sql.SQL("SELECT version FROM {} WHERE tenant = %s AND stream = %s").format(self._streams),
             (tenant, stream),
         )
@@ -564,18 +645,22 @@ class AsyncPostgresStore:
             text += ' AND stream > %s COLLATE "C"'
             params.append(after)
         text += ' ORDER BY stream COLLATE "C" LIMIT %s'
-        rows = await self._fetch(sql.SQL(text).format(self._streams), [*params, limit])
+        rows = await self._fetch(tenant, sql.SQL(text).format(self._streams), [*params, limit])
         return [StreamInfo(r[0], int(r[1]), int(r[2]), r[3], r[4]) for r in rows]
 
-    async def head_position(self) -> int:
-        rows = await self._fetch(sql.SQL("SELECT coalesce(max(position), 0) FROM {}").format(self._events), ())
+    async def head_position(self, tenant: str) -> int:
+        rows = await self._fetch(
+            tenant,
+            sql.SQL("SELECT coalesce(max(position), 0) FROM {} WHERE tenant = %s").format(self._events),
+            (tenant,),
+        )
         return int(rows[0][0])
 
-    async def wait_for_events(self, after_position: int, timeout: float) -> None:
+    async def wait_for_events(self, tenant: str, after_position: int, timeout: float) -> None:
         # NOTIFY is only a hint: it makes waiters return early; the caller's re-query decides what is new,
         # and the timeout (polling) covers a lost notification or a dropped listener connection.
         deadline = time.monotonic() + timeout
-        while await self.head_position() <= after_position:
+        while await self.head_position(tenant) <= after_position:
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 return
@@ -614,19 +699,20 @@ class AsyncPostgresStore:
         if await self.get(tenant, event_id) is None:
             return None
         params = {"id": event_id, "t": tenant}
-        ancestors = await self._fetch(sql.SQL(_ANCESTORS).format(events=self._events), params)
-        descendants = await self._fetch(sql.SQL(_DESCENDANTS).format(events=self._events), params)
+        ancestors = await self._fetch(tenant, sql.SQL(_ANCESTORS).format(events=self._events), params)
+        descendants = await self._fetch(tenant, sql.SQL(_DESCENDANTS).format(events=self._events), params)
         return [_event(r) for r in ancestors], [_event(r) for r in descendants]
 
     async def graph(self, tenant: str, event_id: str, *, max_depth: int) -> list[tuple[RecordedEvent, int]]:
         params = {"id": event_id, "t": tenant, "d": max_depth}
-        rows = await self._fetch(sql.SQL(_GRAPH).format(events=self._events), params)
+        rows = await self._fetch(tenant, sql.SQL(_GRAPH).format(events=self._events), params)
         return [(_event(r), int(r[-1])) for r in rows]
 
     async def save_snapshot(
         self, tenant: str, stream: str, projection: str, projection_version: int, stream_version: int, state: str
     ) -> None:
         await self._fetch(
+            tenant,
             sql.SQL(
                 "INSERT INTO {}.snapshots (tenant, stream, projection, projection_version, stream_version, state) "
                 "VALUES (%s, %s, %s, %s, %s, %s::jsonb) ON CONFLICT (tenant, stream, projection) DO UPDATE SET "
@@ -640,6 +726,7 @@ class AsyncPostgresStore:
         self, tenant: str, stream: str, projection: str, projection_version: int
     ) -> tuple[int, str] | None:
         rows = await self._fetch(
+            tenant,
             sql.SQL(
                 "SELECT stream_version, state::text FROM {}.snapshots WHERE tenant = %s AND stream = %s "
                 "AND projection = %s AND projection_version = %s"
@@ -650,6 +737,7 @@ class AsyncPostgresStore:
 
     async def get_checkpoint(self, tenant: str, consumer: str) -> int | None:
         rows = await self._fetch(
+            tenant,
             sql.SQL("SELECT position FROM {} WHERE tenant = %s AND consumer = %s").format(self._checkpoints),
             (tenant, consumer),
         )
@@ -657,6 +745,7 @@ class AsyncPostgresStore:
 
     async def set_checkpoint(self, tenant: str, consumer: str, position: int) -> None:
         await self._fetch(
+            tenant,
             sql.SQL(
                 "INSERT INTO {} (tenant, consumer, position, updated_at) VALUES (%s, %s, %s, now()) "
                 "ON CONFLICT (tenant, consumer) DO UPDATE SET position = excluded.position, "
@@ -664,3 +753,62 @@ class AsyncPostgresStore:
             ).format(self._checkpoints),
             (tenant, consumer, position),
         )
+
+    # -- tokens ------------------------------------------------------------------------------------------------
+    async def save_token(self, token: ApiToken) -> None:
+        await self._fetch(
+            token.tenant,
+            sql.SQL(
+                "INSERT INTO {}.tokens (id, tenant, scopes, secret_hash, name, created_at, expires_at) "
+                "VALUES (%s, %s, %s, %s, %s, %s, %s) RETURNING 1"
+            ).format(self._ident),
+            (
+                token.id,
+                token.tenant,
+                list(token.scopes),
+                token.secret_hash,
+                token.name,
+                token.created_at,
+                token.expires_at,
+            ),
+        )
+
+    async def find_token(self, token_id: str) -> ApiToken | None:
+        rows = await self._fetch(
+            _ALL_TENANTS,
+            sql.SQL("SELECT " + TOKEN_COLUMNS + " FROM {}.tokens WHERE id = %s").format(self._ident),
+            (token_id,),
+        )
+        return _token(rows[0]) if rows else None
+
+    async def list_tokens(self, tenant: str) -> list[ApiToken]:
+        rows = await self._fetch(
+            tenant,
+            sql.SQL("SELECT " + TOKEN_COLUMNS + " FROM {}.tokens WHERE tenant = %s ORDER BY created_at, id").format(
+                self._ident
+            ),
+            (tenant,),
+        )
+        return [_token(row) for row in rows]
+
+    async def revoke_token(self, tenant: str, token_id: str) -> bool:
+        rows = await self._fetch(
+            tenant,
+            sql.SQL(
+                "UPDATE {}.tokens SET revoked_at = now() WHERE id = %s AND tenant = %s AND revoked_at IS NULL "
+                "RETURNING 1"
+            ).format(self._ident),
+            (token_id, tenant),
+        )
+        return bool(rows)
+
+    async def has_tokens(self) -> bool:
+        rows = await self._fetch(
+            _ALL_TENANTS,
+            sql.SQL(
+                "SELECT EXISTS (SELECT 1 FROM {}.tokens WHERE revoked_at IS NULL "
+                "AND (expires_at IS NULL OR expires_at > now()))"
+            ).format(self._ident),
+            (),
+        )
+        return bool(rows[0][0])

@@ -32,7 +32,8 @@ from meshlog.events import RecordedEvent, StreamInfo
 from meshlog.query import EventFilter, Order
 from meshlog.store import AppendOutcome
 from meshlog.stores._planning import Duplicate, Planned, plan_append, recorded
-from meshlog.stores._sql import EVENT_COLUMNS, order_by, where
+from meshlog.stores._sql import EVENT_COLUMNS, TOKEN_COLUMNS, order_by, where
+from meshlog.tokens import ApiToken
 
 __all__ = ["SqliteStore"]
 
@@ -130,6 +131,19 @@ def _event(row: tuple[Any, ...]) -> RecordedEvent:
         idempotency_key=row[16],
         occurred_at=None if row[17] is None else _dt(row[17]),
         recorded_at=_dt(row[18]),
+    )
+
+
+def _token(row: tuple[Any, ...]) -> ApiToken:
+    return ApiToken(
+        id=row[0],
+        tenant=row[1],
+        scopes=tuple(row[2].split()),
+        secret_hash=row[3],
+        name=row[4],
+        created_at=_dt(row[5]),
+        expires_at=None if row[6] is None else _dt(row[6]),
+        revoked_at=None if row[7] is None else _dt(row[7]),
     )
 
 
@@ -413,13 +427,13 @@ class SqliteStore:
         rows = self._fetch(sql, [*params, limit])
         return [StreamInfo(r[0], r[1], r[2], _dt(r[3]), _dt(r[4])) for r in rows]
 
-    def head_position(self) -> int:
-        return int(self._fetch("SELECT coalesce(max(position), 0) FROM events", ())[0][0])
+    def head_position(self, tenant: str) -> int:
+        return int(self._fetch("SELECT coalesce(max(position), 0) FROM events WHERE tenant = ?", (tenant,))[0][0])
 
-    def wait_for_events(self, after_position: int, timeout: float) -> None:
+    def wait_for_events(self, tenant: str, after_position: int, timeout: float) -> None:
         # Appends in this process wake waiters at once; those of other processes are seen by polling.
         deadline = time.monotonic() + timeout
-        while self.head_position() <= after_position:
+        while self.head_position(tenant) <= after_position:
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 return
@@ -493,6 +507,52 @@ class SqliteStore:
                 )
         except sqlite3.Error as exc:
             raise StoreError(f"SQLite checkpoint failed: {exc}") from exc
+
+    def save_token(self, token: ApiToken) -> None:
+        try:
+            with self._write() as conn:
+                conn.execute(
+                    "INSERT INTO tokens (id, tenant, scopes, secret_hash, name, created_at, expires_at, revoked_at) "
+                    "VALUES (?, ?, ?, ?, ?, ?, ?, NULL)",
+                    (
+                        token.id,
+                        token.tenant,
+                        " ".join(token.scopes),
+                        token.secret_hash,
+                        token.name,
+                        _us(token.created_at),
+                        None if token.expires_at is None else _us(token.expires_at),
+                    ),
+                )
+        except sqlite3.Error as exc:
+            raise StoreError(f"SQLite token write failed: {exc}") from exc
+
+    def find_token(self, token_id: str) -> ApiToken | None:
+        rows = self._fetch(f"SELECT {TOKEN_COLUMNS} FROM tokens WHERE id = ?", (token_id,))
+        return _token(rows[0]) if rows else None
+
+    def list_tokens(self, tenant: str) -> list[ApiToken]:
+        rows = self._fetch(f"SELECT {TOKEN_COLUMNS} FROM tokens WHERE tenant = ? ORDER BY created_at, id", (tenant,))
+        return [_token(row) for row in rows]
+
+    def revoke_token(self, tenant: str, token_id: str) -> bool:
+        try:
+            with self._write() as conn:
+                cur = conn.execute(
+                    "UPDATE tokens SET revoked_at = ? WHERE id = ? AND tenant = ? AND revoked_at IS NULL",
+                    (time.time_ns() // 1000, token_id, tenant),
+                )
+                return cur.rowcount == 1
+        except sqlite3.Error as exc:
+            raise StoreError(f"SQLite token write failed: {exc}") from exc
+
+    def has_tokens(self) -> bool:
+        now = time.time_ns() // 1000
+        rows = self._fetch(
+            "SELECT EXISTS (SELECT 1 FROM tokens WHERE revoked_at IS NULL AND (expires_at IS NULL OR expires_at > ?))",
+            (now,),
+        )
+        return bool(rows[0][0])
 
     def close(self) -> None:
         with self._write_lock:

@@ -25,7 +25,15 @@ from meshlog.testing.conformance import (
     LogFactory,
     SessionConformance,
     StoreConformance,
+    TokenConformance,
     TypesConformance,
 )
 
-__all__ = ["LineageConformance", "LogFactory", "SessionConformance", "StoreConformance", "TypesConformance"]
+__all__ = [
+    "LineageConformance",
+    "LogFactory",
+    "SessionConformance",
+    "StoreConformance",
+    "TokenConformance",
+    "TypesConformance",
+]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import time
 import uuid
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -308,6 +309,22 @@ class StoreConformance:
             b.get(ea.id)
         with pytest.raises(ValidationError):
             b.emit("child", parent_id=ea.id)
+        # Each tenant's head is its own last event, so a subscriber never waits on another tenant's writes.
+        later = a.emit("secret", {"v": 3}, stream="shared-name")
+        assert a.head_position() == later.position
+        assert b.head_position() < later.position
+
+    def test_a_tenant_view_shares_the_store(self, make_log: LogFactory) -> None:
+        a = make_log("tenant-a")
+        b = a.for_tenant("tenant-b")
+        eb = b.emit("x", {"v": 1})
+        assert b.tenant == "tenant-b" and b.get(eb.id).tenant == "tenant-b"
+        with pytest.raises(NotFound):
+            a.get(eb.id)
+        b.close()  # a view leaves the store open
+        assert a.emit("y").tenant == "tenant-a"
+        with pytest.raises(ValidationError):
+            a.for_tenant("*")
 
     # -- lineage ----------------------------------------------------------------------------------------------
     def test_lineage_is_derived(self, log: EventLog) -> None:
@@ -757,3 +774,50 @@ class SessionConformance:
         assert "task.dispatched" in log.narrative(stream="task:t1")
         with pytest.raises(ValidationError):
             log.narrative()
+
+
+class TokenConformance:
+    """API tokens: issued per tenant, stored as digests, authenticated across tenants, revocable."""
+
+    def test_issue_authenticate_and_revoke(self, make_log: LogFactory) -> None:
+        a, b = make_log("tenant-a"), make_log("tenant-b")
+        assert not a.has_tokens()
+        text, record = a.create_token("write", name="ci agent")
+        assert text.startswith("mlk_") and record.id in text
+        assert record.tenant == "tenant-a" and record.scopes == ("write",) and record.name == "ci agent"
+        assert text.split("_", 2)[2] not in repr(record)  # only the digest is kept
+        assert a.has_tokens() and b.has_tokens()
+        found = b.authenticate(text)  # any tenant's log authenticates any token: it says whose it is
+        assert found is not None and found.tenant == "tenant-a" and found.allows("read") and not found.allows("admin")
+        assert a.authenticate(text[:-1] + ("A" if text[-1] != "A" else "B")) is None  # wrong secret
+        assert a.authenticate("mlk_0000000000000000_" + "x" * 43) is None  # unknown id
+        assert a.authenticate("Bearer nonsense") is None
+        assert [t.id for t in a.tokens()] == [record.id] and b.tokens() == []
+        with pytest.raises(NotFound):
+            b.revoke_token(record.id)  # another tenant's token
+        a.revoke_token(record.id)
+        assert a.authenticate(text) is None
+        assert not a.has_tokens()
+        (listed,) = a.tokens()
+        assert listed.revoked_at is not None
+        with pytest.raises(NotFound):
+            a.revoke_token(record.id)
+
+    def test_expired_tokens_do_not_authenticate(self, make_log: LogFactory) -> None:
+        log = make_log()
+        text, _ = log.create_token(["read"], expires_in=timedelta(microseconds=1))
+        time.sleep(0.01)
+        assert log.authenticate(text) is None
+        assert not log.has_tokens()
+
+    @pytest.mark.parametrize(
+        ("scopes", "kwargs"),
+        [("root", {}), ([], {}), ("read", {"expires_in": timedelta(0)}), ("read", {"name": "x" * 201})],
+    )
+    def test_bad_token_requests_store_nothing(self, make_log: LogFactory, scopes: Any, kwargs: dict[str, Any]) -> None:
+        log = make_log()
+        with pytest.raises(ValidationError):
+            log.create_token(scopes, **kwargs)
+        assert log.tokens() == []
+        with pytest.raises(ValidationError):
+            log.revoke_token("not-an-id")
