@@ -35,6 +35,8 @@ COMMANDS = (
     "spool",
     "token",
     "serve",
+    "retention",
+    "archive",
 )
 URL_VARIABLES = ("MESHLOG_URL", "DATABASE_URL", "PG_PRIMARY_URL", "MESHLOG_TENANT")
 DOCS = Path(__file__).resolve().parent.parent / "docs" / "cli.md"

@@ -98,6 +98,11 @@ def test_scopes(tokens: Tokens) -> None:
         metrics = http.get("/metrics", headers=_auth(tokens.admin_a))
         assert metrics.status_code == 200 and "meshlog_events_written_total" in metrics.text
         assert http.post("/v1/events", json={"type": "y", "data": {}}, headers=_auth(tokens.admin_a)).status_code == 201
+        # OTLP exporters send the token as a header too (OTEL_EXPORTER_OTLP_HEADERS).
+        traces: dict[str, list[object]] = {"resourceSpans": []}
+        _problem(http.post("/v1/traces", json=traces), 401, "unauthorized")
+        _problem(http.post("/v1/traces", json=traces, headers=_auth(tokens.reader_a)), 403, "forbidden")
+        assert http.post("/v1/traces", json=traces, headers=_auth(tokens.writer_a)).status_code == 200
 
 
 def test_tenants_are_isolated_over_http(tokens: Tokens) -> None:

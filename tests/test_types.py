@@ -345,7 +345,7 @@ def test_without_pydantic_the_typed_helpers_name_the_extra() -> None:
         "import meshlog.types as t\n"
         "from meshlog.errors import ConfigurationError\n"
         "r = t.default_registry()\n"  # catalogues need no pydantic
-        "assert len(r) == 48\n"
+        "assert len(r) == 50\n"
         "try:\n"
         "    t.UserIntent\n"
         "except ConfigurationError as exc:\n"
@@ -579,6 +579,8 @@ AGENT_MESH = (
     "llm.error",
     "tool.call",
     "tool.result",
+    "span.start",
+    "span.end",
 )
 SESSION_CATEGORIES = {
     "instance": ("instance_registered", "instance_heartbeat", "instance_stale"),
@@ -654,6 +656,11 @@ EXAMPLES: dict[str, list[dict[str, Any]]] = {
     "tool.result": [
         {"tool": "read_file", "ok": True, "duration_ms": 14, "result": {"bytes": 4210}},
         {"tool": "run_tests", "ok": False, "error": "exit status 1"},
+    ],
+    "span.start": [{"name": "plan"}, {"name": "invoke_agent weather", "span_kind": "internal"}],
+    "span.end": [
+        {"name": "plan", "ok": True, "duration_ms": 1200},
+        {"name": "parse", "ok": False, "duration_ms": 3, "error": "bad input", "error_type": "ValueError"},
     ],
     "instance_registered": [{"instance_id": "odin3-ps", "project": "consilio", "hostname": "odin3"}],
     "instance_heartbeat": [{"instance_id": "odin3-ps", "status": "active", "context_percent": 42}],

@@ -10,6 +10,8 @@
     last = log.query(agent_id="api-coder", order="desc", limit=100)   # the last 100 events of the agent
 """
 
+import typing as _typing
+
 from meshlog.errors import (
     ConcurrencyError,
     ConfigurationError,
@@ -38,6 +40,9 @@ from meshlog.log import EventLog, connect
 from meshlog.log_async import AsyncEventLog, connect_async
 from meshlog.projections import FunctionProjection, Projection, Replay
 from meshlog.query import EventFilter, Page
+
+if _typing.TYPE_CHECKING:
+    from meshlog.tracing import span, trace, traced
 
 __version__ = "0.1.0"
 
@@ -71,5 +76,23 @@ __all__ = [
     "__version__",
     "connect",
     "connect_async",
+    "span",
+    "trace",
+    "traced",
     "uuid7",
 ]
+
+# Tracing (meshlog.trace, meshlog.traced, meshlog.span) is imported on first use: importing meshlog stays light.
+_TRACING: _typing.Final = frozenset({"trace", "traced", "span"})
+
+
+def __getattr__(name: str) -> _typing.Any:
+    if name in _TRACING:
+        import meshlog.tracing
+
+        return getattr(meshlog.tracing, name)
+    raise AttributeError(f"module 'meshlog' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *_TRACING})

@@ -1466,3 +1466,6 @@ def _require_tokens(url: str, host: str, *, migrate: bool) -> None:
             f"refusing to listen on {host}: the store has no API token, so anyone could read and write; "
             "create one with 'meshlog token create', use --host 127.0.0.1, or --insecure to expose it anyway"
         )
+
+
+from meshlog.cli import retention as _retention  # noqa: E402, F401  (registers `retention` and `archive`)

@@ -280,6 +280,7 @@ def create_app(
     routers: Sequence[APIRouter] = (),
     dapr: object = None,
     token_cache_ttl: float = 30.0,
+    otlp: bool = True,
 ) -> FastAPI:
     """The meshlog HTTP API for ``tenant`` of the store at ``url`` (resolved as by :func:`meshlog.connect`).
 
@@ -292,7 +293,8 @@ def create_app(
 
     Once the store holds an API token, every route but ``/healthz``, ``/readyz``, ``/dapr/subscribe`` and the
     OpenAPI documents needs one, and the token's tenant is the one served (see :mod:`meshlog.server.auth`);
-    ``token_cache_ttl`` is how long a verified token is trusted before it is looked up again.
+    ``token_cache_ttl`` is how long a verified token is trusted before it is looked up again. ``otlp`` serves
+    the OpenTelemetry trace receiver at ``POST /v1/traces`` (docs/tracing.md).
     """
     state = ServerState(
         url, tenant=tenant, migrate=migrate, types=types, validation=validation, token_cache_ttl=token_cache_ttl
@@ -321,6 +323,10 @@ def create_app(
     app.add_middleware(_LatencyMiddleware, metrics=lambda: state.metrics)
     _install_handlers(app, state)
     app.include_router(_router(state, max_body_bytes=max_body_bytes, max_batch=max_batch, sse_ping=sse_ping))
+    if otlp:
+        from meshlog.server.otlp import otlp_router
+
+        app.include_router(otlp_router())
     for router in routers:
         app.include_router(router)
     if dapr is not None and dapr is not False:
