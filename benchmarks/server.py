@@ -5,15 +5,18 @@ the library writing directly to the same store in the same run.
     python -m benchmarks.server --quick             # a smoke test (under a minute)
     python -m benchmarks.server --dsn URL --clients 32 --seconds 10 --stores postgres
 
-The server is a real subprocess on a free port: ``meshlog serve`` as shipped, and for comparison uvicorn run
-directly on ``meshlog.server:create_app`` (``--factory``) without the access log, with the pure-Python event
-loop and HTTP parser, and with 2 worker processes (``meshlog serve`` has no ``--workers`` option). Each client is
-one ``httpx.AsyncClient`` with one HTTP/1.1 keep-alive connection and one request in flight; the load generator
-runs in this process (one event loop) or in 1 or 2 separate bare processes, started at the same instant; a minimal
-raw HTTP/1.1 client on asyncio streams (``--generator raw``, the default for the variants other than ``meshlog
-serve``) costs far less CPU than httpx and shows what the server itself can do. The generator shares the
-machine's cores with the server and PostgreSQL: the CPU time of each is measured in every window and printed
-(PostgreSQL's counts the backends alive at both ends of the window only).
+The server is a real subprocess on a free port: ``meshlog serve`` as shipped, ``meshlog serve --workers 2
+--no-access-log`` (the configuration docs/server.md recommends on a 2-core machine), and for comparison uvicorn
+run directly on ``meshlog.server:create_app`` (``--factory``) without the access log, with the pure-Python event
+loop and HTTP parser, and with 2 worker processes. Each client is one HTTP/1.1 keep-alive connection with one
+request in flight; the load generator runs in this process (httpx, one event loop), in 1 or 2 separate bare
+processes (httpx, or ``--generator raw``: a minimal HTTP/1.1 client on asyncio streams), or is ``wrk``
+(``--generator wrk``, C, Debian's ``wrk`` package), which costs the least CPU and so shows best what the server
+itself can do. The generator shares the machine's cores with the server and PostgreSQL: the CPU time of each is
+measured in every window and printed (PostgreSQL's counts the backends alive at both ends of the window only).
+
+    python -m benchmarks.server --variants serve-workers-2 --generator wrk      # the targets, as shipped
+
 Results: ``benchmarks/results/server-latest.json``.
 """
 
@@ -74,23 +77,39 @@ class Variant:
     title: str
     uvicorn_args: tuple[str, ...] | None
     """None: ``meshlog serve``; else uvicorn run directly on the app factory with these options."""
+    serve_args: tuple[str, ...] = ()
+    """More options of ``meshlog serve``."""
+    workers: int = 1
 
 
 VARIANTS: Final = (
     Variant("serve", "meshlog serve (uvloop, httptools, access log on, 1 process)", None),
+    Variant(
+        "serve-workers-2",
+        "meshlog serve --workers 2 --no-access-log",
+        None,
+        ("--workers", "2", "--no-access-log"),
+        workers=2,
+    ),
     Variant("no-access-log", "uvicorn --factory, uvloop, httptools, --no-access-log", ("--no-access-log",)),
     Variant(
         "asyncio-h11",
         "uvicorn --factory, --loop asyncio --http h11, --no-access-log",
         ("--loop", "asyncio", "--http", "h11", "--no-access-log"),
     ),
-    Variant("workers-2", "uvicorn --factory, uvloop, httptools, --no-access-log, --workers 2", ("--no-access-log",)),
+    Variant(
+        "workers-2",
+        "uvicorn --factory, uvloop, httptools, --no-access-log, --workers 2",
+        ("--no-access-log",),
+        workers=2,
+    ),
 )
 GENERATOR_MODES: Final = {
     "inproc": (0, "httpx", "httpx, in this process (1 event loop)"),
     "1proc": (1, "httpx", "httpx, 1 separate process"),
     "2proc": (2, "httpx", "httpx, 2 separate processes"),
     "raw": (1, "raw", "raw asyncio streams (not httpx), 1 separate process"),
+    "wrk": (1, "wrk", "wrk (C, 2 threads; Debian's wrk package)"),
 }
 """How the load is generated: (processes, 0 for this one; the client; the title)."""
 
@@ -121,9 +140,12 @@ class ServerProcess:
         self.base_url = f"http://127.0.0.1:{self.port}"
         env = {**os.environ, "MESHLOG_URL": url}
         if variant.uvicorn_args is None:
-            argv = [*_meshlog_command(), "serve", "--url", url, "--port", str(self.port), "--no-migrate"]
+            argv = [
+                *_meshlog_command(), "serve", "--url", url, "--port", str(self.port), "--no-migrate",
+                *variant.serve_args,
+            ]  # fmt: skip
         else:
-            workers = ["--workers", "2"] if variant.key == "workers-2" else []
+            workers = ["--workers", str(variant.workers)] if variant.workers > 1 else []
             argv = [
                 sys.executable, "-m", "uvicorn", "--factory", "meshlog.server:create_app",
                 "--host", "127.0.0.1", "--port", str(self.port), "--log-level", "warning",
@@ -142,7 +164,7 @@ class ServerProcess:
 
     def _wait_ready(self) -> None:
         deadline = time.monotonic() + STARTUP_TIMEOUT
-        workers = 2 if self.variant.key == "workers-2" else 1
+        workers = self.variant.workers
         while True:
             if self.process.poll() is not None:
                 raise RuntimeError(f"the server exited with {self.process.returncode}:\n{self.output()}")
@@ -365,6 +387,8 @@ def http_load(
 ) -> dict[str, Any]:
     """Load ``server`` with ``clients`` clients generated as ``mode`` says (see GENERATOR_MODES)."""
     procs, client_kind, _ = GENERATOR_MODES[mode]
+    if client_kind == "wrk":
+        return wrk_load(server, kind, clients, warmup, seconds)
     lead = 0.3 if procs == 0 else 1.5  # time for the generator processes to import httpx and connect
     start = time.time() + lead + warmup
     end = start + seconds
@@ -404,6 +428,73 @@ def http_load(
         "events_per_s": len(latencies) * per_request / seconds,
         **latency_figures(latencies),
         "errors": errors,
+        **sampler.result(),
+    }
+
+
+_WRK_UNITS: Final = {"us": 1e-3, "ms": 1.0, "s": 1000.0}
+
+
+def _wrk_script(kind: str, clients: int, folder: Path) -> Path:
+    """A wrk Lua script POSTing the same bodies as the other generators (one per client, in turn)."""
+    bodies = ", ".join(f"[==[{_body(kind, c).decode()}]==]" for c in range(clients))
+    script = folder / f"{kind}.lua"
+    script.write_text(
+        'wrk.method = "POST"\nwrk.headers["Content-Type"] = "application/json"\n'
+        f"local bodies = {{{bodies}}}\nlocal n = 0\n"
+        "request = function()\n  n = n + 1\n"
+        '  return wrk.format(nil, "/v1/events", nil, bodies[(n % #bodies) + 1])\nend\n',
+        encoding="utf-8",
+    )
+    return script
+
+
+def _wrk_ms(text: str) -> float:
+    number = text.rstrip("usm")
+    return float(number) * _WRK_UNITS[text[len(number) :]]
+
+
+def wrk_load(server: ServerProcess, kind: str, clients: int, warmup: float, seconds: float) -> dict[str, Any]:
+    """``clients`` keep-alive connections from wrk (C, 2 threads), a warm-up run, then the measured one."""
+    binary = shutil.which("wrk")
+    if binary is None:
+        raise SystemExit("the wrk generator needs wrk: apt-get install wrk")
+    with tempfile.TemporaryDirectory() as folder:
+        script = _wrk_script(kind, clients, Path(folder))
+
+        def run(duration: float) -> tuple[subprocess.Popen[str], float, float]:
+            argv = [binary, "-t2", f"-c{clients}", f"-d{max(1, round(duration))}s", "--latency", "-s", str(script)]
+            began = time.time()
+            return subprocess.Popen([*argv, server.base_url], stdout=subprocess.PIPE, text=True), began, duration
+
+        if warmup > 0:
+            proc, _, _ = run(warmup)
+            proc.communicate(timeout=warmup + 60)
+        proc, began, duration = run(seconds)
+        sampler = CpuSampler(began + 0.2, began + duration - 0.1, server.pids, lambda: [proc.pid])
+        out, _ = proc.communicate(timeout=duration + 60)
+    if proc.returncode != 0:
+        raise RuntimeError(f"wrk failed with {proc.returncode}:\n{out}")
+    percentiles: dict[str, float] = {}
+    requests, elapsed, non_2xx = 0, seconds, 0
+    for line in out.splitlines():
+        words = line.split()
+        if len(words) == 2 and words[0] in {"50%", "99%"}:
+            percentiles[words[0]] = _wrk_ms(words[1])
+        elif len(words) >= 4 and words[1] == "requests" and words[2] == "in":
+            requests, elapsed = int(words[0]), _wrk_ms(words[3].rstrip(",")) / 1000.0
+        elif line.strip().startswith("Non-2xx or 3xx responses:"):
+            non_2xx = int(words[-1])
+    per_request = 1 if kind == "single" else BATCH_SIZE
+    ok = requests - non_2xx
+    return {
+        "requests": ok,
+        "requests_per_s": ok / elapsed,
+        "events_per_s": ok * per_request / elapsed,
+        "p50_ms": percentiles.get("50%", float("nan")),
+        "p99_ms": percentiles.get("99%", float("nan")),
+        "max_ms": float("nan"),
+        "errors": {"non-2xx": non_2xx} if non_2xx else {},
         **sampler.result(),
     }
 

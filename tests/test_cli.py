@@ -37,6 +37,9 @@ COMMANDS = (
     "serve",
     "retention",
     "archive",
+    "ingest",
+    "instances",
+    "mcp",
 )
 URL_VARIABLES = ("MESHLOG_URL", "DATABASE_URL", "PG_PRIMARY_URL", "MESHLOG_TENANT")
 DOCS = Path(__file__).resolve().parent.parent / "docs" / "cli.md"

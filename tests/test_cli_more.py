@@ -30,6 +30,9 @@ SUBCOMMANDS = (
     ("token", "create"),
     ("token", "list"),
     ("token", "revoke"),
+    ("instances", "register"),
+    ("instances", "heartbeat"),
+    ("instances", "close"),
 )
 
 

@@ -9,6 +9,7 @@ import pytest
 from meshlog import EventLog
 from meshlog.stores import open_store
 from meshlog.testing import (
+    InstanceConformance,
     LineageConformance,
     LogFactory,
     SessionConformance,
@@ -18,7 +19,9 @@ from meshlog.testing import (
 )
 
 
-class TestStores(StoreConformance, LineageConformance, TypesConformance, SessionConformance, TokenConformance):
+class TestStores(
+    StoreConformance, LineageConformance, TypesConformance, SessionConformance, TokenConformance, InstanceConformance
+):
     @pytest.fixture
     def make_log(self, store_url: str) -> Iterator[LogFactory]:
         store = open_store(store_url)

@@ -14,7 +14,14 @@ import meshlog
 from meshlog import EventLog
 from meshlog.server import create_app
 from meshlog.stores.http import HttpStore
-from meshlog.testing import LineageConformance, LogFactory, SessionConformance, StoreConformance, TypesConformance
+from meshlog.testing import (
+    InstanceConformance,
+    LineageConformance,
+    LogFactory,
+    SessionConformance,
+    StoreConformance,
+    TypesConformance,
+)
 from server_helpers import running_app
 
 NOT_OVER_HTTP = {
@@ -23,10 +30,12 @@ NOT_OVER_HTTP = {
 }
 
 
-class TestHttpStore(StoreConformance, LineageConformance, TypesConformance, SessionConformance):
+class TestHttpStore(StoreConformance, LineageConformance, TypesConformance, SessionConformance, InstanceConformance):
     @pytest.fixture(autouse=True)
     def _skip_what_http_does_not_offer(self, request: pytest.FixtureRequest) -> None:
         reason = NOT_OVER_HTTP.get(request.function.__name__)
+        if request.function.__name__.endswith("_with_a_clock"):
+            reason = "the server keeps its own clock and runs the stale detector"
         if reason is not None:
             pytest.skip(f"not over HTTP: {reason}")
 

@@ -19,7 +19,7 @@ from conftest import APP_ROLE
 from meshlog import EventFilter, EventLog
 from meshlog.stores import open_store
 from meshlog.stores.postgres import PostgresStore
-from meshlog.testing import LineageConformance, LogFactory, StoreConformance, TokenConformance
+from meshlog.testing import InstanceConformance, LineageConformance, LogFactory, StoreConformance, TokenConformance
 
 
 def test_the_role_is_subject_to_row_level_security(pg_app_url: str) -> None:
@@ -28,7 +28,7 @@ def test_the_role_is_subject_to_row_level_security(pg_app_url: str) -> None:
     assert row == (False, False)
 
 
-class TestUnderRowLevelSecurity(StoreConformance, LineageConformance, TokenConformance):
+class TestUnderRowLevelSecurity(StoreConformance, LineageConformance, TokenConformance, InstanceConformance):
     """The whole store contract holds for a role that row-level security applies to."""
 
     @pytest.fixture
@@ -117,3 +117,20 @@ def test_migrate_grant_from_the_command_line(pg_dsn: str, pg_url: str, pg_schema
         assert log.emit("x").tenant == "t"
     refused = CliRunner().invoke(main, ["--url", "memory://", "migrate", "--grant", APP_ROLE])
     assert refused.exit_code == 2 and "postgresql" in refused.output
+
+
+def test_instances_are_isolated_by_row_level_security(pg_app_url: str, pg_schema: str) -> None:
+    store = open_store(pg_app_url)
+    try:
+        for tenant in ("tenant-a", "tenant-b"):
+            EventLog(store, tenant=tenant).instances.register("same-id", project=tenant)
+    finally:
+        store.close()
+    forgetful = sql.SQL("SELECT tenant, project FROM {}.instances").format(sql.Identifier(pg_schema))
+    with psycopg.connect(pg_app_url.split("?")[0], autocommit=True) as conn:
+        conn.execute("SELECT set_config('meshlog.tenant', 'tenant-a', false)")
+        assert conn.execute(forgetful).fetchall() == [("tenant-a", "tenant-a")]
+        update = sql.SQL("UPDATE {}.instances SET status = 'closed' WHERE tenant = 'tenant-b'")
+        assert conn.execute(update.format(sql.Identifier(pg_schema))).rowcount == 0
+        conn.execute("RESET meshlog.tenant")
+        assert conn.execute(forgetful).fetchall() == []

@@ -345,7 +345,7 @@ def test_without_pydantic_the_typed_helpers_name_the_extra() -> None:
         "import meshlog.types as t\n"
         "from meshlog.errors import ConfigurationError\n"
         "r = t.default_registry()\n"  # catalogues need no pydantic
-        "assert len(r) == 50\n"
+        "assert len(r) == 52\n"
         "try:\n"
         "    t.UserIntent\n"
         "except ConfigurationError as exc:\n"
@@ -583,7 +583,13 @@ AGENT_MESH = (
     "span.end",
 )
 SESSION_CATEGORIES = {
-    "instance": ("instance_registered", "instance_heartbeat", "instance_stale"),
+    "instance": (
+        "instance_registered",
+        "instance_heartbeat",
+        "instance_stale",
+        "instance_recovered",
+        "instance_closed",
+    ),
     "epic": ("epic_started", "epic_completed", "epic_failed", "epic_start"),
     "testing": ("test_started", "test_passed", "test_failed", "validation_passed", "validation_failed"),
     "git": ("commit_created", "pr_created", "pr_merged", "commit"),
@@ -665,6 +671,8 @@ EXAMPLES: dict[str, list[dict[str, Any]]] = {
     "instance_registered": [{"instance_id": "odin3-ps", "project": "consilio", "hostname": "odin3"}],
     "instance_heartbeat": [{"instance_id": "odin3-ps", "status": "active", "context_percent": 42}],
     "instance_stale": [{"instance_id": "odin3-ps", "last_heartbeat_at": "2026-02-03T15:20:00Z"}],
+    "instance_recovered": [{"instance_id": "odin3-ps", "silent_seconds": 412.5}],
+    "instance_closed": [{"instance_id": "odin3-ps"}],
     "epic_started": [
         {
             "epic_id": "epic-003",
@@ -767,7 +775,7 @@ def test_the_built_in_catalogues_hold_the_expected_types(builtin: TypeRegistry) 
         assert alone.catalogues == (name,)
     for category, names in SESSION_CATEGORIES.items():
         assert {t.name for t in builtin.types(category=category) if t.name in set(names)} == set(names)
-    assert len(builtin) == len(AGENT_MESH) + 32 + len(DOCUMENTABLE)
+    assert len(builtin) == len(AGENT_MESH) + 34 + len(DOCUMENTABLE)
     assert {t.name for t in builtin.types() if t.important} == set(DOCUMENTABLE)
     assert set(EXAMPLES) == {t.name for t in builtin.types()}
 

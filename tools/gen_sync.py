@@ -25,6 +25,7 @@ SOURCES = {
     "log_async.py": "log.py",
     "stores/postgres_async.py": "stores/postgres.py",
     "stores/http_async.py": "stores/http.py",
+    "instances_async.py": "instances.py",
 }
 
 RENAMES = {
@@ -58,6 +59,8 @@ RENAMES = {
     "__aenter__": "__enter__",
     "__aexit__": "__exit__",
     "asynccontextmanager": "contextmanager",
+    "AsyncInstances": "Instances",
+    "instances_async": "instances",
 }
 
 _NAMES_RE = re.compile(r"\b(" + "|".join(sorted(RENAMES, key=len, reverse=True)) + r")\b")

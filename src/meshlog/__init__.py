@@ -36,6 +36,7 @@ from meshlog.events import (
     StreamState,
     uuid7,
 )
+from meshlog.ingest import publish_nats, publish_nats_async
 from meshlog.log import EventLog, connect
 from meshlog.log_async import AsyncEventLog, connect_async
 from meshlog.projections import FunctionProjection, Projection, Replay
@@ -76,6 +77,8 @@ __all__ = [
     "__version__",
     "connect",
     "connect_async",
+    "publish_nats",
+    "publish_nats_async",
     "span",
     "trace",
     "traced",

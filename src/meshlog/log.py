@@ -17,6 +17,7 @@ from meshlog._commit import GroupCommitter
 from meshlog._validation import DEFAULT_MAX_EVENT_BYTES, check_tenant, prepare_request
 from meshlog.errors import MeshlogError, NotFound, ValidationError
 from meshlog.events import ANY, ExpectedVersion, NewEvent, RecordedEvent, StreamInfo
+from meshlog.instances import Instances
 from meshlog.lineage import OUTCOME_TYPE, Graph, Lineage
 from meshlog.narrative import render_narrative
 from meshlog.projections import Projection, Replay, SnapshotProjection, supports_snapshots
@@ -108,6 +109,12 @@ class EventLog:
         view.tenant = check_tenant(tenant)
         view._owns_store = False
         return view
+
+    @property
+    def instances(self) -> Instances:
+        """The instance registry of this tenant, with the default intervals (see :mod:`meshlog.instances`;
+        ``Instances(log, stale_after=..., clock=...)`` for others)."""
+        return Instances(self)
 
     def close(self) -> None:
         """Close the store's connections (a :meth:`for_tenant` view leaves them to the log it came from)."""

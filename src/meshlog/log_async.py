@@ -16,6 +16,7 @@ from meshlog._commit_async import AsyncGroupCommitter
 from meshlog._validation import DEFAULT_MAX_EVENT_BYTES, check_tenant, prepare_request
 from meshlog.errors import MeshlogError, NotFound, ValidationError
 from meshlog.events import ANY, ExpectedVersion, NewEvent, RecordedEvent, StreamInfo
+from meshlog.instances_async import AsyncInstances
 from meshlog.lineage import OUTCOME_TYPE, Graph, Lineage
 from meshlog.narrative import render_narrative
 from meshlog.projections import Projection, Replay, SnapshotProjection, supports_snapshots
@@ -107,6 +108,12 @@ class AsyncEventLog:
         view.tenant = check_tenant(tenant)
         view._owns_store = False
         return view
+
+    @property
+    def instances(self) -> AsyncInstances:
+        """The instance registry of this tenant, with the default intervals (see :mod:`meshlog.instances_async`;
+        ``AsyncInstances(log, stale_after=..., clock=...)`` for others)."""
+        return AsyncInstances(self)
 
     async def close(self) -> None:
         """Close the store's connections (a :meth:`for_tenant` view leaves them to the log it came from)."""

@@ -87,7 +87,15 @@ a one-shot deployment (finished, with its ``status``); ``assistant_start`` carri
 TEST_TYPES: Final = frozenset({"test_passed", "test_failed", "validation_passed", "validation_failed"})
 FAILED_WORDS: Final = frozenset({"failed", "failure", "error", "errored", "unhealthy", "rolled_back", "timeout"})
 QUIET_TYPES: Final = frozenset(
-    {"instance_registered", "instance_heartbeat", "instance_stale", "context_window_updated", "command_logged"}
+    {
+        "instance_registered",
+        "instance_heartbeat",
+        "instance_stale",
+        "instance_recovered",
+        "instance_closed",
+        "context_window_updated",
+        "command_logged",
+    }
 )
 """Bookkeeping events that do not count as work done after a checkpoint."""
 _SEPARATORS: Final = str.maketrans({".": "_", "-": "_", "/": "_", ":": "_"})

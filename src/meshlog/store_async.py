@@ -7,13 +7,15 @@ Adapters live in :mod:`meshlog.stores`, one module each; :func:`meshlog.stores.o
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from typing import Protocol, TypeAlias
+from collections.abc import Mapping, Sequence
+from datetime import datetime
+from typing import Any, Protocol, TypeAlias
 
 from meshlog._validation import AppendRequest
 from meshlog.errors import MeshlogError
 from meshlog.events import RecordedEvent, StreamInfo
 from meshlog.query import EventFilter, Order
+from meshlog.registry import Instance, InstanceChange
 from meshlog.tokens import ApiToken
 
 __all__ = ["AppendOutcome", "AsyncStore"]
@@ -165,6 +167,57 @@ class AsyncStore(Protocol):
 
     async def has_tokens(self) -> bool:
         """Whether any tenant has a token that is neither revoked nor expired."""
+        ...
+
+    # -- the instance registry (see meshlog.registry) --------------------------------------------------------------
+    # Stores keep one row per (tenant, instance id) and apply each change atomically; they never read a clock (the
+    # log passes every time, so tests can drive them). The log writes the events of a change after the store
+    # made it, unless the change says ``events_recorded`` (a remote server wrote them).
+
+    async def register_instance(self, tenant: str, instance: Instance) -> InstanceChange:
+        """Insert the instance, or replace the tenant's row with its id (a new registration: status active,
+        heartbeat times from ``instance``). The change's ``previous`` is the replaced row or None."""
+        ...
+
+    async def heartbeat_instance(
+        self, tenant: str, instance_id: str, at: datetime, *, event_every: float, data: Mapping[str, Any]
+    ) -> InstanceChange | None:
+        """Record a heartbeat at ``at`` atomically: ``last_heartbeat`` becomes the later of it and the stored one,
+        a stale instance becomes active, and when no heartbeat event was written in the last ``event_every``
+        seconds ``heartbeat_event_at`` becomes ``at`` and the change says ``heartbeat_event``, so that of
+        concurrent heartbeats exactly one gets the event. A closed instance is left as it is (the change's
+        ``current`` is then closed). None when the tenant has no such instance. ``data`` is what the heartbeat
+        reports; only a remote store uses it (it forwards the whole heartbeat)."""
+        ...
+
+    async def close_instance(
+        self, tenant: str, instance_id: str, at: datetime, *, reason: str | None
+    ) -> InstanceChange | None:
+        """Mark the instance closed at ``at`` (no-op when it is closed already); None when there is none.
+        ``reason`` only travels to a remote store."""
+        ...
+
+    async def mark_instance_stale(
+        self, tenant: str, instance_id: str, last_heartbeat: datetime
+    ) -> InstanceChange | None:
+        """Compare and set: mark the instance stale only if it is active and its ``last_heartbeat`` is still the
+        given one. None when it is not (a heartbeat came, another detector was first, it was closed): of
+        concurrent detectors exactly one marks a lapse."""
+        ...
+
+    async def get_instance(self, tenant: str, instance_id: str) -> Instance | None:
+        """The tenant's instance with this id, or None."""
+        ...
+
+    async def list_instances(
+        self, tenant: str, *, status: str | None, project: str | None, after: str | None, limit: int
+    ) -> list[Instance]:
+        """The tenant's instances ordered by id (those after ``after``), optionally of one status or project."""
+        ...
+
+    async def silent_instances(self, tenant: str, before: datetime, limit: int) -> list[Instance]:
+        """Active instances whose last heartbeat is before ``before``, oldest heartbeat first, of the tenant or,
+        with tenant ``"*"``, of every tenant (for the server's stale detector)."""
         ...
 
     async def close(self) -> None:

@@ -991,6 +991,7 @@ def types(catalogues: tuple[str, ...], category: str | None, as_json: bool) -> N
     epilog=_examples(
         "meshlog resume session:2026-01-31",
         "meshlog resume session:2026-01-31 --json | jq -r .suggestion.text",
+        "meshlog resume odin3-ps",
     ),
 )
 @click.argument("stream")
@@ -1000,9 +1001,12 @@ def resume(ctx: click.Context, stream: str, as_json: bool) -> None:
     """Replay STREAM through the session projection and print what to do next.
 
     The suggestion comes from the built-in resume rules (docs/projections.md), with the rule that made it;
-    below it a short summary of the session: events, epics, tests, deployments and errors.
+    below it a short summary of the session: events, epics, tests, deployments and errors. STREAM may be an
+    instance id: when no stream has that name, the instance's stream instance:STREAM is read.
     """
     log = _open(ctx)
+    if log.stream_version(stream) == 0 and log.stream_version(f"instance:{stream}") > 0:
+        stream = f"instance:{stream}"
     found = log.resume(stream)
     if as_json:
         _print_json(found.to_dict())
@@ -1468,4 +1472,6 @@ def _require_tokens(url: str, host: str, *, migrate: bool) -> None:
         )
 
 
+from meshlog.cli import ingest as _ingest  # noqa: E402, F401  (registers `ingest`)
+from meshlog.cli import instances as _instances  # noqa: E402, F401  (registers `instances` and `mcp`)
 from meshlog.cli import retention as _retention  # noqa: E402, F401  (registers `retention` and `archive`)

@@ -17,7 +17,7 @@ import json
 import logging
 import time
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
-from contextlib import asynccontextmanager
+from contextlib import AbstractAsyncContextManager, AsyncExitStack, asynccontextmanager
 from contextvars import ContextVar
 from datetime import datetime
 from typing import Annotated, Any, Final, TypeVar, cast
@@ -37,6 +37,7 @@ from meshlog.events import NewEvent, RecordedEvent
 from meshlog.log_async import AsyncEventLog
 from meshlog.query import EventFilter
 from meshlog.server.auth import Authenticator
+from meshlog.server.instances import InstanceSettings
 from meshlog.server.metrics import CONTENT_TYPE, Metrics
 from meshlog.server.problems import Problem, from_meshlog_error, problem_response
 from meshlog.server.schemas import BatchIn, CheckpointIn, EventIn, OutcomeIn, SingleEventIn
@@ -84,6 +85,8 @@ class ServerState:
         self.metrics = Metrics(self._queue_depth)
         self.auth = Authenticator(cache_ttl=token_cache_ttl)
         self._tenant_logs: dict[str, AsyncEventLog] = {}
+        self.lifespan_hooks: list[Callable[[], AbstractAsyncContextManager[None]]] = []
+        """Context managers entered after the store is opened and left before it is closed (background tasks)."""
 
     def _queue_depth(self) -> float:
         return float(self.log.queue_depth) if self.log is not None else 0.0
@@ -281,6 +284,7 @@ def create_app(
     dapr: object = None,
     token_cache_ttl: float = 30.0,
     otlp: bool = True,
+    instances: InstanceSettings | bool = True,
 ) -> FastAPI:
     """The meshlog HTTP API for ``tenant`` of the store at ``url`` (resolved as by :func:`meshlog.connect`).
 
@@ -294,7 +298,9 @@ def create_app(
     Once the store holds an API token, every route but ``/healthz``, ``/readyz``, ``/dapr/subscribe`` and the
     OpenAPI documents needs one, and the token's tenant is the one served (see :mod:`meshlog.server.auth`);
     ``token_cache_ttl`` is how long a verified token is trusted before it is looked up again. ``otlp`` serves
-    the OpenTelemetry trace receiver at ``POST /v1/traces`` (docs/tracing.md).
+    the OpenTelemetry trace receiver at ``POST /v1/traces`` (docs/tracing.md). ``instances`` (True or an
+    :class:`~meshlog.server.instances.InstanceSettings`) serves the instance registry at ``/v1/instances``, runs
+    its stale detector and, with the ``mcp`` extra, the MCP tools at ``/mcp`` (docs/sessions.md, docs/mcp.md).
     """
     state = ServerState(
         url, tenant=tenant, migrate=migrate, types=types, validation=validation, token_cache_ttl=token_cache_ttl
@@ -308,7 +314,10 @@ def create_app(
         except StoreError as exc:
             logger.warning("meshlog store unreachable at startup, will retry on demand: %s", exc)
         try:
-            yield
+            async with AsyncExitStack() as hooks:
+                for hook in state.lifespan_hooks:
+                    await hooks.enter_async_context(hook())
+                yield
         finally:
             state.stopping.set()
             await state.close()
@@ -327,6 +336,10 @@ def create_app(
         from meshlog.server.otlp import otlp_router
 
         app.include_router(otlp_router())
+    if instances is not False:
+        from meshlog.server.instances import include_instances
+
+        include_instances(app, state, None if instances is True else instances)
     for router in routers:
         app.include_router(router)
     if dapr is not None and dapr is not False:

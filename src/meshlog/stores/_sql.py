@@ -12,6 +12,10 @@ EVENT_COLUMNS = (
     "agent_id, parent_id, root_id, depth, related, idempotency_key, occurred_at, recorded_at"
 )
 TOKEN_COLUMNS = "id, tenant, scopes, secret_hash, name, created_at, expires_at, revoked_at"  # noqa: S105 - names
+INSTANCE_COLUMNS = (
+    "id, tenant, status, registered_at, last_heartbeat, name, project, host, metadata, heartbeat_event_at, closed_at"
+)
+"""The columns of ``instances`` in :class:`~meshlog.registry.Instance`'s field order."""
 
 
 def where(
@@ -45,11 +49,14 @@ def where(
     if flt.until is not None:
         parts.append(f"recorded_at < {ph}")
         params.append(time_value(flt.until))
+    # Within one stream the (tenant, stream, stream_position) index is the one to use (see order_by); the unary
+    # plus keeps SQLite's planner, which has no statistics, from picking the position index for the bounds.
+    position = "+position" if flt.stream is not None else "position"
     if flt.after_position is not None:
-        parts.append(f"position > {ph}")
+        parts.append(f"{position} > {ph}")
         params.append(flt.after_position)
     if flt.before_position is not None:
-        parts.append(f"position < {ph}")
+        parts.append(f"{position} < {ph}")
         params.append(flt.before_position)
     if flt.text is not None:
         parts.append(text_clause)
@@ -57,5 +64,9 @@ def where(
     return " AND ".join(parts), params
 
 
-def order_by(order: Order) -> str:
-    return "position ASC" if order == "asc" else "position DESC"
+def order_by(order: Order, flt: EventFilter | None = None) -> str:
+    """The ORDER BY of a query in position order. Within one stream ``stream_position`` grows with ``position``,
+    so a query of one stream orders by it instead, which the (tenant, stream, stream_position) index serves:
+    "the last 100 events of this stream" then reads 100 index entries instead of sorting the whole stream."""
+    column = "stream_position" if flt is not None and flt.stream is not None else "position"
+    return f"{column} ASC" if order == "asc" else f"{column} DESC"

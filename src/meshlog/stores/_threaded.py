@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable, Sequence
-from typing import ParamSpec, TypeVar
+from collections.abc import Callable, Mapping, Sequence
+from datetime import datetime
+from typing import Any, ParamSpec, TypeVar
 
 from meshlog._validation import AppendRequest
 from meshlog.events import RecordedEvent, StreamInfo
 from meshlog.query import EventFilter, Order
+from meshlog.registry import Instance, InstanceChange
 from meshlog.store import Store
 from meshlog.store_async import AppendOutcome
 from meshlog.tokens import ApiToken
@@ -127,6 +129,39 @@ class AsyncThreadedStore:
 
     async def has_tokens(self) -> bool:
         return await self._call(self.sync_store.has_tokens)
+
+    async def register_instance(self, tenant: str, instance: Instance) -> InstanceChange:
+        return await self._call(self.sync_store.register_instance, tenant, instance)
+
+    async def heartbeat_instance(
+        self, tenant: str, instance_id: str, at: datetime, *, event_every: float, data: Mapping[str, Any]
+    ) -> InstanceChange | None:
+        return await self._call(
+            self.sync_store.heartbeat_instance, tenant, instance_id, at, event_every=event_every, data=data
+        )
+
+    async def close_instance(
+        self, tenant: str, instance_id: str, at: datetime, *, reason: str | None
+    ) -> InstanceChange | None:
+        return await self._call(self.sync_store.close_instance, tenant, instance_id, at, reason=reason)
+
+    async def mark_instance_stale(
+        self, tenant: str, instance_id: str, last_heartbeat: datetime
+    ) -> InstanceChange | None:
+        return await self._call(self.sync_store.mark_instance_stale, tenant, instance_id, last_heartbeat)
+
+    async def get_instance(self, tenant: str, instance_id: str) -> Instance | None:
+        return await self._call(self.sync_store.get_instance, tenant, instance_id)
+
+    async def list_instances(
+        self, tenant: str, *, status: str | None, project: str | None, after: str | None, limit: int
+    ) -> list[Instance]:
+        return await self._call(
+            self.sync_store.list_instances, tenant, status=status, project=project, after=after, limit=limit
+        )
+
+    async def silent_instances(self, tenant: str, before: datetime, limit: int) -> list[Instance]:
+        return await self._call(self.sync_store.silent_instances, tenant, before, limit)
 
     async def close(self) -> None:
         await self._call(self.sync_store.close)

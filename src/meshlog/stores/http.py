@@ -19,6 +19,9 @@ any other store. What differs, and why:
 - **Snapshots** stay in this process: the server's API has no snapshot routes, and a snapshot is only a shortcut
   for replay, so :meth:`save_snapshot` keeps it in memory for :meth:`load_snapshot` of this store object.
 - **Waiting** for new events polls ``GET /v1/head`` every ``poll_interval`` seconds.
+- **Instances** are registered, beaten and closed by the server (``/v1/instances``), which writes their events
+  with its own clock and settings; stale detection runs in the server, so :meth:`mark_instance_stale` and
+  :meth:`silent_instances` are not offered here.
 """
 
 from __future__ import annotations
@@ -52,6 +55,7 @@ from meshlog.errors import (
 )
 from meshlog.events import RecordedEvent, StreamInfo, StreamState, uuid7
 from meshlog.query import EventFilter, Order
+from meshlog.registry import Instance, InstanceChange
 from meshlog.spool import DEFAULT_MAX_BYTES, DeliveryReport, Spool, Spooled, SpoolFull, is_final
 from meshlog.store import AppendOutcome
 from meshlog.tokens import ApiToken
@@ -480,6 +484,67 @@ class HttpStore:
     def has_tokens(self) -> bool:
         raise self._no_tokens()
 
+    # -- instances: whole operations on the server, which writes their events -------------------------------
+    def _change(self, path: str, body: Mapping[str, Any], tenant: str) -> InstanceChange | None:
+        response = self._request("POST", path, body=json.dumps(body, separators=(",", ":")))
+        if response.status_code == 404 and _json_or_empty(response).get("type") == _PROBLEM_PREFIX + "not-found":
+            return None
+        if response.status_code not in (200, 201):
+            raise error_from_response(response)
+        payload = _json(response)
+        previous = payload.get("previous")
+        return InstanceChange(
+            previous=None if previous is None else Instance.from_dict(previous, tenant=tenant),
+            current=Instance.from_dict(payload["instance"], tenant=tenant),
+            heartbeat_event=bool(payload.get("heartbeat_event")),
+            events_recorded=True,
+        )
+
+    def register_instance(self, tenant: str, instance: Instance) -> InstanceChange:
+        body = {
+            "id": instance.id,
+            "name": instance.name,
+            "project": instance.project,
+            "host": instance.host,
+            "metadata": dict(instance.metadata),
+        }
+        change = self._change("/v1/instances", body, tenant)
+        if change is None:
+            raise StoreError(f"unexpected answer from {self.url}: no instance registered")
+        return change
+
+    def heartbeat_instance(
+        self, tenant: str, instance_id: str, at: datetime, *, event_every: float, data: Mapping[str, Any]
+    ) -> InstanceChange | None:
+        return self._change(f"/v1/instances/{_segment(instance_id)}/heartbeat", {"data": dict(data)}, tenant)
+
+    def close_instance(
+        self, tenant: str, instance_id: str, at: datetime, *, reason: str | None
+    ) -> InstanceChange | None:
+        body = {} if reason is None else {"reason": reason}
+        return self._change(f"/v1/instances/{_segment(instance_id)}/close", body, tenant)
+
+    def mark_instance_stale(self, tenant: str, instance_id: str, last_heartbeat: datetime) -> InstanceChange | None:
+        raise ConfigurationError(f"{self.url}: stale instances are detected by the server, not over HTTP")
+
+    def silent_instances(self, tenant: str, before: datetime, limit: int) -> list[Instance]:
+        raise ConfigurationError(f"{self.url}: stale instances are detected by the server, not over HTTP")
+
+    def get_instance(self, tenant: str, instance_id: str) -> Instance | None:
+        response = self._request("GET", f"/v1/instances/{_segment(instance_id)}")
+        if response.status_code == 404:
+            return None
+        if response.status_code != 200:
+            raise error_from_response(response)
+        return Instance.from_dict(_json(response), tenant=tenant)
+
+    def list_instances(
+        self, tenant: str, *, status: str | None, project: str | None, after: str | None, limit: int
+    ) -> list[Instance]:
+        params = [(k, v) for k, v in (("status", status), ("project", project), ("after", after)) if v is not None]
+        payload = self._get("/v1/instances", [*params, ("limit", str(limit))])
+        return [Instance.from_dict(i, tenant=tenant) for i in payload["instances"]]
+
     def close(self) -> None:
         self._client.close()
         if self._spool is not None and self._owns_spool:
@@ -637,6 +702,14 @@ def _int(url: str, value: object) -> int:
     if isinstance(value, bool) or not isinstance(value, int):
         raise StoreError(f"unexpected answer from {url}: {value!r} is not an integer")
     return value
+
+
+def _json_or_empty(response: httpx.Response) -> dict[str, Any]:
+    try:
+        value = response.json()
+    except ValueError:
+        return {}
+    return value if isinstance(value, dict) else {}
 
 
 def _json(response: httpx.Response) -> dict[str, Any]:

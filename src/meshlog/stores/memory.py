@@ -9,14 +9,16 @@ from __future__ import annotations
 import bisect
 import json
 import threading
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
+from typing import Any
 
 from meshlog._validation import AppendRequest
 from meshlog.errors import StoreError
 from meshlog.events import RecordedEvent, StreamInfo
 from meshlog.query import EventFilter, Order
+from meshlog.registry import Instance, InstanceChange
 from meshlog.store import AppendOutcome
 from meshlog.stores._planning import Duplicate, Planned, plan_append, recorded
 from meshlog.tokens import ApiToken
@@ -58,6 +60,7 @@ class MemoryStore:
         self._snapshots: dict[tuple[str, str, str], tuple[int, int, str]] = {}
         self._heads: dict[str, int] = {}
         self._tokens: dict[str, ApiToken] = {}
+        self._instances: dict[tuple[str, str], Instance] = {}
 
     # -- StateReader (plan_append calls these with the lock held) ----------------------------------------
     def stream_version(self, tenant: str, stream: str) -> int:
@@ -293,6 +296,75 @@ class MemoryStore:
         with self._lock:
             now = datetime.now(UTC)
             return any(t.active(now) for t in self._tokens.values())
+
+    # -- instances ---------------------------------------------------------------------------------------------
+    def register_instance(self, tenant: str, instance: Instance) -> InstanceChange:
+        instance = replace(instance, tenant=tenant)
+        with self._lock:
+            previous = self._instances.get((tenant, instance.id))
+            self._instances[(tenant, instance.id)] = instance
+            return InstanceChange(previous, instance)
+
+    def heartbeat_instance(
+        self, tenant: str, instance_id: str, at: datetime, *, event_every: float, data: Mapping[str, Any]
+    ) -> InstanceChange | None:
+        with self._lock:
+            previous = self._instances.get((tenant, instance_id))
+            if previous is None:
+                return None
+            if previous.status == "closed":
+                return InstanceChange(previous, previous)
+            current, due = previous.heartbeat(at, event_every)
+            self._instances[(tenant, instance_id)] = current
+            return InstanceChange(previous, current, heartbeat_event=due)
+
+    def close_instance(
+        self, tenant: str, instance_id: str, at: datetime, *, reason: str | None
+    ) -> InstanceChange | None:
+        with self._lock:
+            previous = self._instances.get((tenant, instance_id))
+            if previous is None:
+                return None
+            current = previous if previous.status == "closed" else replace(previous, status="closed", closed_at=at)
+            self._instances[(tenant, instance_id)] = current
+            return InstanceChange(previous, current)
+
+    def mark_instance_stale(self, tenant: str, instance_id: str, last_heartbeat: datetime) -> InstanceChange | None:
+        with self._lock:
+            previous = self._instances.get((tenant, instance_id))
+            if previous is None or previous.status != "active" or previous.last_heartbeat != last_heartbeat:
+                return None
+            current = self._instances[(tenant, instance_id)] = replace(previous, status="stale")
+            return InstanceChange(previous, current)
+
+    def get_instance(self, tenant: str, instance_id: str) -> Instance | None:
+        with self._lock:
+            return self._instances.get((tenant, instance_id))
+
+    def list_instances(
+        self, tenant: str, *, status: str | None, project: str | None, after: str | None, limit: int
+    ) -> list[Instance]:
+        with self._lock:
+            found = sorted(
+                (i for (t, _), i in self._instances.items() if t == tenant),
+                key=lambda i: i.id,
+            )
+        return [
+            i
+            for i in found
+            if (status is None or i.status == status)
+            and (project is None or i.project == project)
+            and (after is None or i.id > after)
+        ][:limit]
+
+    def silent_instances(self, tenant: str, before: datetime, limit: int) -> list[Instance]:
+        with self._lock:
+            found = [
+                i
+                for (t, _), i in self._instances.items()
+                if (tenant == "*" or t == tenant) and i.status == "active" and i.last_heartbeat < before
+            ]
+        return sorted(found, key=lambda i: (i.last_heartbeat, i.tenant, i.id))[:limit]
 
     def close(self) -> None:
         return None

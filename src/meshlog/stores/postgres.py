@@ -22,6 +22,7 @@ import re
 import time
 import weakref
 from collections.abc import Mapping, Sequence
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from importlib import resources
 from typing import Any, Final
@@ -44,8 +45,9 @@ from meshlog.errors import (
 )
 from meshlog.events import RecordedEvent, StreamInfo, StreamState
 from meshlog.query import EventFilter, Order
+from meshlog.registry import Instance, InstanceChange
 from meshlog.store import AppendOutcome
-from meshlog.stores._sql import TOKEN_COLUMNS, order_by, where
+from meshlog.stores._sql import INSTANCE_COLUMNS, TOKEN_COLUMNS, order_by, where
 from meshlog.tokens import ApiToken
 
 __all__ = ["PostgresStore"]
@@ -345,6 +347,47 @@ def _token(row: TupleRow) -> ApiToken:
     )
 
 
+def _instance(row: Sequence[Any]) -> Instance:
+    # In INSTANCE_COLUMNS order (Instance's field order).
+    return Instance(
+        row[0], row[1], row[2], row[3], row[4], row[5], row[6], row[7], row[8] or {}, row[9], row[10]
+    )  # fmt: skip
+
+
+def _prefixed(prefix: str) -> str:
+    return ", ".join(f"{prefix}.{c.strip()}" for c in INSTANCE_COLUMNS.split(","))
+
+
+_NUM_INSTANCE_COLUMNS: Final = len(INSTANCE_COLUMNS.split(","))
+# Instance changes lock the row first (the CTE), then update it from the locked, latest version: of concurrent
+# heartbeats exactly one finds no recent heartbeat event and claims it. A closed instance matches no row.
+_HEARTBEAT: Final = (
+    "WITH old AS (SELECT " + INSTANCE_COLUMNS + " FROM {tbl} WHERE tenant = %(t)s AND id = %(id)s FOR UPDATE)"
+    " UPDATE {tbl} AS i SET last_heartbeat = greatest(i.last_heartbeat, %(at)s), status = 'active',"
+    " heartbeat_event_at = CASE WHEN i.heartbeat_event_at IS NULL"
+    " OR i.heartbeat_event_at <= %(at)s - make_interval(secs => %(every)s) THEN %(at)s ELSE i.heartbeat_event_at END"
+    " FROM old WHERE i.tenant = old.tenant AND i.id = old.id AND old.status <> 'closed'"
+    " RETURNING " + _prefixed("old") + ", " + _prefixed("i") + ", i.heartbeat_event_at IS DISTINCT FROM"
+    " old.heartbeat_event_at"
+)
+_CLOSE: Final = (
+    "WITH old AS (SELECT " + INSTANCE_COLUMNS + " FROM {tbl} WHERE tenant = %(t)s AND id = %(id)s FOR UPDATE)"
+    " UPDATE {tbl} AS i SET status = 'closed', closed_at = %(at)s"
+    " FROM old WHERE i.tenant = old.tenant AND i.id = old.id AND old.status <> 'closed'"
+    " RETURNING " + _prefixed("old") + ", " + _prefixed("i")
+)
+_REGISTER: Final = (
+    "WITH old AS (SELECT " + INSTANCE_COLUMNS + " FROM {tbl} WHERE tenant = %(t)s AND id = %(id)s FOR UPDATE),"
+    " new AS (INSERT INTO {tbl} (" + INSTANCE_COLUMNS + ") VALUES (%(id)s, %(t)s, %(status)s, %(registered_at)s,"
+    " %(last_heartbeat)s, %(name)s, %(project)s, %(host)s, %(metadata)s::jsonb, %(heartbeat_event_at)s,"
+    " %(closed_at)s) ON CONFLICT (tenant, id) DO UPDATE SET status = excluded.status,"
+    " registered_at = excluded.registered_at, last_heartbeat = excluded.last_heartbeat, name = excluded.name,"
+    " project = excluded.project, host = excluded.host, metadata = excluded.metadata,"
+    " heartbeat_event_at = excluded.heartbeat_event_at, closed_at = excluded.closed_at RETURNING 1)"
+    " SELECT " + INSTANCE_COLUMNS + " FROM old, new"
+)
+
+
 def _migrations() -> list[tuple[int, str]]:
     folder = resources.files("meshlog.stores") / "sql" / "postgres"
     found = []
@@ -395,6 +438,7 @@ class PostgresStore:
         self._events = sql.SQL("{}.events").format(ident)
         self._streams = sql.SQL("{}.streams").format(ident)
         self._checkpoints = sql.SQL("{}.checkpoints").format(ident)
+        self._instances = sql.SQL("{}.instances").format(ident)
         self._channel = sql.Identifier(f"{schema}.events")
         self._partitions_until: datetime | None = None
         self._listener: Connection[TupleRow] | None = None
@@ -486,7 +530,7 @@ class PostgresStore:
 
     def grant(self, role: str) -> None:
         """Let ``role`` (an existing, ordinary role) use the store: read and append events, keep streams, keys,
-        checkpoints, snapshots and tokens, and create partitions ahead. Run after :meth:`migrate`, as the
+        checkpoints, snapshots, tokens and instances, and create partitions ahead. Run after :meth:`migrate`, as the
         schema's owner. Row-level security keeps each tenant's rows apart for that role."""
         ident = self._ident
         role_ident = sql.Identifier(role)
@@ -495,7 +539,7 @@ class PostgresStore:
             sql.SQL("GRANT SELECT, INSERT ON {}.events TO {}"),
             sql.SQL(
                 "GRANT SELECT, INSERT, UPDATE ON {0}.streams, {0}.idempotency_keys, {0}.checkpoints, "
-                "{0}.snapshots, {0}.tokens TO {1}"
+                "{0}.snapshots, {0}.tokens, {0}.instances TO {1}"
             ),
             sql.SQL("GRANT SELECT ON {}.schema_migrations TO {}"),
             sql.SQL("GRANT USAGE, SELECT, UPDATE ON SEQUENCE {}.events_position TO {}"),
@@ -596,7 +640,7 @@ class PostgresStore:
     def query(self, tenant: str, flt: EventFilter, *, order: Order, limit: int) -> list[RecordedEvent]:
         clause, params = where(tenant, flt, ph="%s", text_clause=_TEXT_CLAUSE, time_value=lambda t: t)
         query = sql.SQL(
-            "SELECT " + _COLUMNS + " FROM {} WHERE " + clause + " ORDER BY " + order_by(order) + " LIMIT %s"
+            "SELECT " + _COLUMNS + " FROM {} WHERE " + clause + " ORDER BY " + order_by(order, flt) + " LIMIT %s"
         ).format(self._events)
         return [_event(row) for row in self._fetch(tenant, query, [*params, limit])]
 
@@ -809,3 +853,97 @@ class PostgresStore:
             (),
         )
         return bool(rows[0][0])
+
+    # -- instances ---------------------------------------------------------------------------------------------
+    def register_instance(self, tenant: str, instance: Instance) -> InstanceChange:
+        instance = replace(instance, tenant=tenant)
+        params = {
+            "t": tenant,
+            "id": instance.id,
+            "status": instance.status,
+            "registered_at": instance.registered_at,
+            "last_heartbeat": instance.last_heartbeat,
+            "name": instance.name,
+            "project": instance.project,
+            "host": instance.host,
+            "metadata": json.dumps(dict(instance.metadata), separators=(",", ":"), ensure_ascii=False),
+            "heartbeat_event_at": instance.heartbeat_event_at,
+            "closed_at": instance.closed_at,
+        }
+        rows = self._fetch(tenant, sql.SQL(_REGISTER).format(tbl=self._instances), params)
+        return InstanceChange(_instance(rows[0]) if rows else None, instance)
+
+    def heartbeat_instance(
+        self, tenant: str, instance_id: str, at: datetime, *, event_every: float, data: Mapping[str, Any]
+    ) -> InstanceChange | None:
+        params = {"t": tenant, "id": instance_id, "at": at, "every": float(event_every)}
+        rows = self._fetch(tenant, sql.SQL(_HEARTBEAT).format(tbl=self._instances), params)
+        if not rows:
+            return self._unchanged(tenant, instance_id)
+        n = _NUM_INSTANCE_COLUMNS
+        row = rows[0]
+        return InstanceChange(_instance(row[:n]), _instance(row[n : 2 * n]), heartbeat_event=bool(row[2 * n]))
+
+    def _unchanged(self, tenant: str, instance_id: str) -> InstanceChange | None:
+        current = self.get_instance(tenant, instance_id)
+        return None if current is None else InstanceChange(current, current)
+
+    def close_instance(
+        self, tenant: str, instance_id: str, at: datetime, *, reason: str | None
+    ) -> InstanceChange | None:
+        rows = self._fetch(
+            tenant, sql.SQL(_CLOSE).format(tbl=self._instances), {"t": tenant, "id": instance_id, "at": at}
+        )
+        if not rows:
+            return self._unchanged(tenant, instance_id)
+        n = _NUM_INSTANCE_COLUMNS
+        return InstanceChange(_instance(rows[0][:n]), _instance(rows[0][n:]))
+
+    def mark_instance_stale(self, tenant: str, instance_id: str, last_heartbeat: datetime) -> InstanceChange | None:
+        rows = self._fetch(
+            tenant,
+            sql.SQL(
+                "UPDATE {} SET status = 'stale' WHERE tenant = %s AND id = %s AND status = 'active' "
+                "AND last_heartbeat = %s RETURNING " + INSTANCE_COLUMNS
+            ).format(self._instances),
+            (tenant, instance_id, last_heartbeat),
+        )
+        if not rows:
+            return None
+        current = _instance(rows[0])
+        return InstanceChange(replace(current, status="active"), current)
+
+    def get_instance(self, tenant: str, instance_id: str) -> Instance | None:
+        rows = self._fetch(
+            tenant,
+            sql.SQL("SELECT " + INSTANCE_COLUMNS + " FROM {} WHERE tenant = %s AND id = %s").format(self._instances),
+            (tenant, instance_id),
+        )
+        return _instance(rows[0]) if rows else None
+
+    def list_instances(
+        self, tenant: str, *, status: str | None, project: str | None, after: str | None, limit: int
+    ) -> list[Instance]:
+        text = "SELECT " + INSTANCE_COLUMNS + " FROM {} WHERE tenant = %s"
+        params: list[object] = [tenant]
+        for column, value in (("status", status), ("project", project)):
+            if value is not None:
+                text += f" AND {column} = %s"
+                params.append(value)
+        if after is not None:
+            text += ' AND id > %s COLLATE "C"'
+            params.append(after)
+        text += ' ORDER BY id COLLATE "C" LIMIT %s'
+        rows = self._fetch(tenant, sql.SQL(text).format(self._instances), [*params, limit])
+        return [_instance(r) for r in rows]
+
+    def silent_instances(self, tenant: str, before: datetime, limit: int) -> list[Instance]:
+        # Tenant "*" is the administrative view of every tenant (the stale detector of a server).
+        text = "SELECT " + INSTANCE_COLUMNS + " FROM {} WHERE status = 'active' AND last_heartbeat < %s"
+        params: list[object] = [before]
+        if tenant != _ALL_TENANTS:
+            text += " AND tenant = %s"
+            params.append(tenant)
+        text += ' ORDER BY last_heartbeat, tenant COLLATE "C", id COLLATE "C" LIMIT %s'
+        rows = self._fetch(tenant, sql.SQL(text).format(self._instances), [*params, limit])
+        return [_instance(r) for r in rows]

@@ -20,8 +20,9 @@ import sqlite3
 import threading
 import time
 import weakref
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from importlib import resources
 from typing import Any, Final
@@ -30,9 +31,10 @@ from meshlog._validation import AppendRequest
 from meshlog.errors import ConfigurationError, MeshlogError, StoreError, StoreUnavailable
 from meshlog.events import RecordedEvent, StreamInfo
 from meshlog.query import EventFilter, Order
+from meshlog.registry import Instance, InstanceChange
 from meshlog.store import AppendOutcome
 from meshlog.stores._planning import Duplicate, Planned, plan_append, recorded
-from meshlog.stores._sql import EVENT_COLUMNS, TOKEN_COLUMNS, order_by, where
+from meshlog.stores._sql import EVENT_COLUMNS, INSTANCE_COLUMNS, TOKEN_COLUMNS, order_by, where
 from meshlog.tokens import ApiToken
 
 __all__ = ["SqliteStore"]
@@ -145,6 +147,42 @@ def _token(row: tuple[Any, ...]) -> ApiToken:
         expires_at=None if row[6] is None else _dt(row[6]),
         revoked_at=None if row[7] is None else _dt(row[7]),
     )
+
+
+def _instance(row: tuple[Any, ...]) -> Instance:
+    return Instance(
+        id=row[0],
+        tenant=row[1],
+        status=row[2],
+        registered_at=_dt(row[3]),
+        last_heartbeat=_dt(row[4]),
+        name=row[5],
+        project=row[6],
+        host=row[7],
+        metadata=json.loads(row[8]),
+        heartbeat_event_at=None if row[9] is None else _dt(row[9]),
+        closed_at=None if row[10] is None else _dt(row[10]),
+    )
+
+
+def _instance_row(i: Instance) -> tuple[Any, ...]:
+    return (
+        i.id,
+        i.tenant,
+        i.status,
+        _us(i.registered_at),
+        _us(i.last_heartbeat),
+        i.name,
+        i.project,
+        i.host,
+        json.dumps(dict(i.metadata), separators=(",", ":"), ensure_ascii=False),
+        None if i.heartbeat_event_at is None else _us(i.heartbeat_event_at),
+        None if i.closed_at is None else _us(i.closed_at),
+    )
+
+
+_SELECT_INSTANCE: Final = f"SELECT {INSTANCE_COLUMNS} FROM instances WHERE tenant = ? AND id = ?"
+_PUT_INSTANCE: Final = f"INSERT OR REPLACE INTO instances ({INSTANCE_COLUMNS}) VALUES ({', '.join(['?'] * 11)})"
 
 
 def _migrations() -> list[tuple[int, str]]:
@@ -385,7 +423,7 @@ class SqliteStore:
 
     def query(self, tenant: str, flt: EventFilter, *, order: Order, limit: int) -> list[RecordedEvent]:
         clause, params = where(tenant, flt, ph="?", text_clause=_TEXT_CLAUSE, time_value=_us)
-        sql = f"SELECT {EVENT_COLUMNS} FROM events WHERE {clause} ORDER BY {order_by(order)} LIMIT ?"
+        sql = f"SELECT {EVENT_COLUMNS} FROM events WHERE {clause} ORDER BY {order_by(order, flt)} LIMIT ?"
         return [_event(row) for row in self._fetch(sql, [*params, limit])]
 
     def count(self, tenant: str, flt: EventFilter) -> int:
@@ -553,6 +591,88 @@ class SqliteStore:
             (now,),
         )
         return bool(rows[0][0])
+
+    # -- instances: each change reads and writes the row inside one write transaction (SQLite's write lock) -------
+    def _change_instance(
+        self, tenant: str, instance_id: str, change: Callable[[Instance], InstanceChange | None]
+    ) -> InstanceChange | None:
+        try:
+            with self._write() as conn:
+                row = conn.execute(_SELECT_INSTANCE, (tenant, instance_id)).fetchone()
+                if row is None:
+                    return None
+                outcome = change(_instance(row))
+                if outcome is not None and outcome.current is not outcome.previous:
+                    conn.execute(_PUT_INSTANCE, _instance_row(outcome.current))
+                return outcome
+        except sqlite3.Error as exc:
+            raise StoreError(f"SQLite instance write failed: {exc}") from exc
+
+    def register_instance(self, tenant: str, instance: Instance) -> InstanceChange:
+        instance = replace(instance, tenant=tenant)
+        try:
+            with self._write() as conn:
+                row = conn.execute(_SELECT_INSTANCE, (tenant, instance.id)).fetchone()
+                conn.execute(_PUT_INSTANCE, _instance_row(instance))
+        except sqlite3.Error as exc:
+            raise StoreError(f"SQLite instance write failed: {exc}") from exc
+        return InstanceChange(None if row is None else _instance(row), instance)
+
+    def heartbeat_instance(
+        self, tenant: str, instance_id: str, at: datetime, *, event_every: float, data: Mapping[str, Any]
+    ) -> InstanceChange | None:
+        def beat(previous: Instance) -> InstanceChange:
+            if previous.status == "closed":
+                return InstanceChange(previous, previous)
+            current, due = previous.heartbeat(at, event_every)
+            return InstanceChange(previous, current, heartbeat_event=due)
+
+        return self._change_instance(tenant, instance_id, beat)
+
+    def close_instance(
+        self, tenant: str, instance_id: str, at: datetime, *, reason: str | None
+    ) -> InstanceChange | None:
+        def close(previous: Instance) -> InstanceChange:
+            if previous.status == "closed":
+                return InstanceChange(previous, previous)
+            return InstanceChange(previous, replace(previous, status="closed", closed_at=at))
+
+        return self._change_instance(tenant, instance_id, close)
+
+    def mark_instance_stale(self, tenant: str, instance_id: str, last_heartbeat: datetime) -> InstanceChange | None:
+        def mark(previous: Instance) -> InstanceChange | None:
+            if previous.status != "active" or previous.last_heartbeat != last_heartbeat:
+                return None
+            return InstanceChange(previous, replace(previous, status="stale"))
+
+        return self._change_instance(tenant, instance_id, mark)
+
+    def get_instance(self, tenant: str, instance_id: str) -> Instance | None:
+        rows = self._fetch(_SELECT_INSTANCE, (tenant, instance_id))
+        return _instance(rows[0]) if rows else None
+
+    def list_instances(
+        self, tenant: str, *, status: str | None, project: str | None, after: str | None, limit: int
+    ) -> list[Instance]:
+        sql = f"SELECT {INSTANCE_COLUMNS} FROM instances WHERE tenant = ?"
+        params: list[object] = [tenant]
+        for column, value in (("status", status), ("project", project)):
+            if value is not None:
+                sql += f" AND {column} = ?"
+                params.append(value)
+        if after is not None:
+            sql += " AND id > ?"
+            params.append(after)
+        return [_instance(r) for r in self._fetch(sql + " ORDER BY id LIMIT ?", [*params, limit])]
+
+    def silent_instances(self, tenant: str, before: datetime, limit: int) -> list[Instance]:
+        sql = f"SELECT {INSTANCE_COLUMNS} FROM instances WHERE status = 'active' AND last_heartbeat < ?"
+        params: list[object] = [_us(before)]
+        if tenant != "*":
+            sql += " AND tenant = ?"
+            params.append(tenant)
+        sql += " ORDER BY last_heartbeat, tenant, id LIMIT ?"
+        return [_instance(r) for r in self._fetch(sql, [*params, limit])]
 
     def close(self) -> None:
         with self._write_lock:

@@ -21,6 +21,7 @@ and bad input that writes nothing. Needs pytest.
 """
 
 from meshlog.testing.conformance import (
+    InstanceConformance,
     LineageConformance,
     LogFactory,
     SessionConformance,
@@ -30,6 +31,7 @@ from meshlog.testing.conformance import (
 )
 
 __all__ = [
+    "InstanceConformance",
     "LineageConformance",
     "LogFactory",
     "SessionConformance",

@@ -27,6 +27,7 @@ from meshlog import (
     ValidationError,
     WrongExpectedVersion,
 )
+from meshlog.instances import Instances
 from meshlog.types import Mode, TypeRegistry, registry_of
 
 
@@ -821,3 +822,181 @@ class TokenConformance:
         assert log.tokens() == []
         with pytest.raises(ValidationError):
             log.revoke_token("not-an-id")
+
+
+class _Clock:
+    """A clock the test moves by hand."""
+
+    def __init__(self) -> None:
+        self.now = datetime(2026, 3, 1, 9, 0, tzinfo=UTC)
+
+    def __call__(self) -> datetime:
+        return self.now
+
+    def advance(self, seconds: float) -> datetime:
+        self.now += timedelta(seconds=seconds)
+        return self.now
+
+
+def _types_of(log: EventLog, stream: str) -> list[str]:
+    return [e.type for e in log.read_stream(stream)]
+
+
+class InstanceConformance:
+    """The instance registry: rows per tenant, heartbeats, coalesced heartbeat events, stale detection once per
+    lapse (also with concurrent detectors), recovery and closing. Tests whose name ends in ``_with_a_clock``
+    drive time by hand and detect stale instances in the store itself: stores that do neither (a remote server
+    keeps its own clock and detector) skip them."""
+
+    def test_register_get_list_and_reregister(self, make_log: LogFactory) -> None:
+        log = make_log()
+        instances = log.instances
+        first = instances.register("odin3-ps", name="Odin", project="shop", host="odin3", metadata={"model": "m1"})
+        assert (first.id, first.status, first.name, first.project, first.host) == (
+            "odin3-ps",
+            "active",
+            "Odin",
+            "shop",
+            "odin3",
+        )
+        assert dict(first.metadata) == {"model": "m1"} and first.last_heartbeat == first.registered_at
+        got = instances.get("odin3-ps")
+        assert (got.id, got.status, got.project, dict(got.metadata)) == ("odin3-ps", "active", "shop", {"model": "m1"})
+        assert got.registered_at == first.registered_at
+        instances.register("b-2", project="other")
+        instances.register("a-1", project="shop")
+        assert [i.id for i in instances.list()] == ["a-1", "b-2", "odin3-ps"]
+        assert [i.id for i in instances.list(project="shop")] == ["a-1", "odin3-ps"]
+        assert [i.id for i in instances.list(after="a-1", limit=1)] == ["b-2"]
+        again = instances.register("odin3-ps", project="shop-2")
+        assert again.project == "shop-2" and again.name is None and instances.get("odin3-ps").project == "shop-2"
+        events = list(log.read_stream("instance:odin3-ps"))
+        assert [e.type for e in events] == ["instance_registered", "instance_registered"]
+        assert events[0].data == {
+            "instance_id": "odin3-ps",
+            "name": "Odin",
+            "project": "shop",
+            "hostname": "odin3",
+            "metadata": {"model": "m1"},
+        }
+
+    def test_heartbeat_close_and_errors(self, make_log: LogFactory) -> None:
+        log = make_log()
+        instances = log.instances
+        with pytest.raises(NotFound):
+            instances.heartbeat("ghost")
+        with pytest.raises(NotFound):
+            instances.get("ghost")
+        with pytest.raises(NotFound):
+            instances.close("ghost")
+        for bad in ("", "has space", "-dash-first", "x" * 201, "a/b"):
+            with pytest.raises(ValidationError):
+                instances.register(bad)
+        with pytest.raises(ValidationError):
+            instances.register("ok", metadata=[1, 2])  # type: ignore[arg-type]
+        with pytest.raises(ValidationError):
+            instances.list(status="sleeping")
+        assert instances.list() == [] and log.query().events == []
+        registered = instances.register("odin3-ps")
+        beat = instances.heartbeat("odin3-ps", {"current_epic": "epic-003"})
+        assert beat.status == "active" and beat.last_heartbeat >= registered.last_heartbeat
+        closed = instances.close("odin3-ps", reason="done")
+        assert closed.status == "closed" and closed.closed_at is not None
+        assert instances.close("odin3-ps").status == "closed"  # again: no change, no event
+        with pytest.raises(ValidationError, match="closed"):
+            instances.heartbeat("odin3-ps")
+        assert [i.id for i in instances.list(status="closed")] == ["odin3-ps"]
+        assert instances.list(status="active") == []
+        events = list(log.read_stream("instance:odin3-ps"))
+        assert [e.type for e in events] == ["instance_registered", "instance_heartbeat", "instance_closed"]
+        assert events[1].data == {"current_epic": "epic-003", "instance_id": "odin3-ps"}
+        assert events[2].data == {"instance_id": "odin3-ps", "reason": "done"}
+        assert instances.register("odin3-ps").status == "active"  # registering again reopens it
+
+    def test_instances_belong_to_their_tenant(self, make_log: LogFactory) -> None:
+        a, b = make_log("tenant-a"), make_log("tenant-b")
+        a.instances.register("shared-id", project="a")
+        with pytest.raises(NotFound):
+            b.instances.get("shared-id")
+        with pytest.raises(NotFound):
+            b.instances.heartbeat("shared-id")
+        assert b.instances.list() == []
+        b.instances.register("shared-id", project="b")
+        assert a.instances.get("shared-id").project == "a" and b.instances.get("shared-id").project == "b"
+        assert len(list(a.read_stream("instance:shared-id"))) == 1
+
+    def test_heartbeat_events_are_coalesced_with_a_clock(self, make_log: LogFactory) -> None:
+        log, clock = make_log(), _Clock()
+        instances = Instances(log, heartbeat_event_every=60, clock=clock)
+        instances.register("odin3-ps")
+        for step in (1, 10, 20, 30):  # t = 1, 11, 31, 61: only the first and the one 60 s after it
+            clock.advance(step)
+            assert instances.heartbeat("odin3-ps", {"n": step}).last_heartbeat == clock.now
+        beats = [e for e in log.read_stream("instance:odin3-ps") if e.type == "instance_heartbeat"]
+        assert [e.data["n"] for e in beats] == [1, 30]
+        assert instances.get("odin3-ps").last_heartbeat == clock.now  # every heartbeat counts
+
+    def test_stale_once_per_lapse_then_recovered_with_a_clock(self, make_log: LogFactory) -> None:
+        log, clock = make_log(), _Clock()
+        instances = Instances(log, stale_after=300, clock=clock)
+        instances.register("odin3-ps")
+        instances.register("busy")
+        instances.register("gone")
+        instances.close("gone")
+        clock.advance(200)
+        instances.heartbeat("busy")
+        assert instances.detect_stale() == []
+        clock.advance(101)  # odin3-ps silent 301 s, busy 101 s
+        assert [i.id for i in instances.detect_stale()] == ["odin3-ps"]
+        assert instances.detect_stale() == [] and instances.detect_stale(now=clock.advance(60)) == []
+        assert instances.get("odin3-ps").status == "stale" and instances.get("busy").status == "active"
+        assert [i.id for i in instances.list(status="stale")] == ["odin3-ps"]
+        back = instances.heartbeat("odin3-ps")
+        assert back.status == "active"
+        assert _types_of(log, "instance:odin3-ps") == [
+            "instance_registered",
+            "instance_stale",
+            "instance_recovered",
+            "instance_heartbeat",
+        ]
+        stale = list(log.read_stream("instance:odin3-ps"))[1]
+        assert stale.data["last_heartbeat_at"] == "2026-03-01T09:00:00+00:00"
+        assert stale.data["stale_after_seconds"] == 300
+        clock.advance(301)  # a second lapse is a second stale event
+        assert [i.id for i in instances.detect_stale()] == ["busy", "odin3-ps"]
+        assert _types_of(log, "instance:odin3-ps")[-1] == "instance_stale"
+        assert _types_of(log, "instance:gone") == ["instance_registered", "instance_closed"]
+
+    def test_concurrent_detectors_record_a_lapse_once_with_a_clock(self, make_log: LogFactory) -> None:
+        log, clock = make_log(), _Clock()
+        for n in range(5):
+            Instances(log, clock=clock).register(f"i-{n}")
+        clock.advance(3600)
+        detectors = [Instances(make_log(), stale_after=300, clock=clock) for _ in range(8)]
+        with ThreadPoolExecutor(8) as pool:
+            results = list(pool.map(lambda d: d.detect_stale(), detectors))
+        assert sorted(i.id for found in results for i in found) == [f"i-{n}" for n in range(5)]
+        for n in range(5):
+            assert _types_of(log, f"instance:i-{n}") == ["instance_registered", "instance_stale"]
+
+    def test_concurrent_heartbeats_write_one_event_per_interval_with_a_clock(self, make_log: LogFactory) -> None:
+        log, clock = make_log(), _Clock()
+        Instances(log, clock=clock).register("odin3-ps")
+        clock.advance(5)
+        beaters = [Instances(make_log(), heartbeat_event_every=60, clock=clock) for _ in range(8)]
+        with ThreadPoolExecutor(8) as pool:
+            list(pool.map(lambda b: b.heartbeat("odin3-ps"), beaters))
+        assert _types_of(log, "instance:odin3-ps") == ["instance_registered", "instance_heartbeat"]
+
+    def test_the_detector_of_all_tenants_writes_in_each_tenant_with_a_clock(self, make_log: LogFactory) -> None:
+        clock = _Clock()
+        a, b = make_log("tenant-a"), make_log("tenant-b")
+        Instances(a, clock=clock).register("x")
+        Instances(b, clock=clock).register("y")
+        clock.advance(600)
+        assert Instances(a, clock=clock).detect_stale() != []  # its own tenant only
+        assert b.instances.get("y").status == "active"
+        marked = Instances(a, clock=clock).detect_stale(all_tenants=True)
+        assert [(i.tenant, i.id) for i in marked] == [("tenant-b", "y")]
+        assert _types_of(b, "instance:y") == ["instance_registered", "instance_stale"]
+        assert list(a.read_stream("instance:y")) == []
