@@ -3,7 +3,8 @@
 A token is shown once, when it is created, as ``mlk_<id>_<secret>``. Stores keep only the id, the tenant, the
 scopes and a SHA-256 digest of the secret: the secret is 256 random bits, so a plain digest is as safe as a slow
 password hash here and costs microseconds per request. Scopes nest: ``write`` includes ``read``, ``admin``
-includes both (and lets its holder manage the tenant's tokens and read ``/metrics``).
+includes both (and lets its holder read ``/metrics``). Tokens are managed in the store itself (``meshlog token``),
+never over HTTP.
 """
 
 from __future__ import annotations
