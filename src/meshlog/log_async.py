@@ -23,6 +23,7 @@ from meshlog.projections import Projection, Replay, SnapshotProjection, supports
 from meshlog.query import EventFilter, Order, Page, check_limit, check_order, make_page, resolve_page_request
 from meshlog.resume import Resume, ResumeRules, suggest
 from meshlog.session import SessionState
+from meshlog.stats import DEFAULT_BUCKET_SECONDS, EventStats, check_window
 from meshlog.store_async import AsyncStore
 from meshlog.stores import open_async_store
 from meshlog.tokens import ApiToken, check_token_id, issue_token, parse_token
@@ -324,6 +325,28 @@ class AsyncEventLog:
             rows = self._up(rows)
         total = await self.store.count(self.tenant, flt) if total_count else None
         return make_page(rows, limit, flt, resolved, total)
+
+    async def stats(
+        self,
+        *,
+        since: datetime | None = None,
+        until: datetime | None = None,
+        bucket: timedelta = timedelta(seconds=DEFAULT_BUCKET_SECONDS),
+    ) -> EventStats:
+        """Counts of the events recorded in ``[since, until)``: per ``bucket`` (a timeline that starts at
+        ``since``, empty buckets included), per type, per agent, and the failures (by type, see
+        :func:`meshlog.stats.is_failure_type`). ``until`` defaults to now and ``since`` to an hour before
+        ``until``. The window is at most 7 days and 10,080 buckets; a bucket is a whole number of seconds.
+        Raises ValidationError otherwise."""
+        if not isinstance(bucket, timedelta):
+            raise ValidationError("bucket must be a timedelta", field="bucket", rule="type")
+        seconds = bucket.total_seconds()
+        if seconds != int(seconds):
+            raise ValidationError("bucket must be a whole number of seconds", field="bucket", rule="whole_seconds")
+        end = until if until is not None else datetime.now(UTC)
+        start = since if since is not None else end - timedelta(hours=1)
+        check_window(start, end, int(seconds))
+        return await self.store.stats(self.tenant, start, end, int(seconds))
 
     async def read_stream(
         self,

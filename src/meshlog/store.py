@@ -17,6 +17,7 @@ from meshlog.errors import MeshlogError
 from meshlog.events import RecordedEvent, StreamInfo
 from meshlog.query import EventFilter, Order
 from meshlog.registry import Instance, InstanceChange
+from meshlog.stats import EventStats
 from meshlog.tokens import ApiToken
 
 __all__ = ["AppendOutcome", "Store"]
@@ -75,6 +76,15 @@ class Store(Protocol):
 
     def count(self, tenant: str, flt: EventFilter) -> int:
         """How many events of the tenant match ``flt``."""
+        ...
+
+    def stats(self, tenant: str, since: datetime, until: datetime, bucket_seconds: int) -> EventStats:
+        """Counts of the tenant's events recorded in ``[since, until)``: per bucket of ``bucket_seconds`` (the
+        buckets start at ``since``), per type and per agent, as :func:`meshlog.stats.build_stats` makes them.
+
+        The log checks the window first (:func:`meshlog.stats.check_window`). SQL stores count with ``GROUP BY``
+        over the ``recorded_at`` index and never load the events.
+        """
         ...
 
     def read_stream(

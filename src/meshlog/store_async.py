@@ -16,6 +16,7 @@ from meshlog.errors import MeshlogError
 from meshlog.events import RecordedEvent, StreamInfo
 from meshlog.query import EventFilter, Order
 from meshlog.registry import Instance, InstanceChange
+from meshlog.stats import EventStats
 from meshlog.tokens import ApiToken
 
 __all__ = ["AppendOutcome", "AsyncStore"]
@@ -74,6 +75,15 @@ class AsyncStore(Protocol):
 
     async def count(self, tenant: str, flt: EventFilter) -> int:
         """How many events of the tenant match ``flt``."""
+        ...
+
+    async def stats(self, tenant: str, since: datetime, until: datetime, bucket_seconds: int) -> EventStats:
+        """Counts of the tenant's events recorded in ``[since, until)``: per bucket of ``bucket_seconds`` (the
+        buckets start at ``since``), per type and per agent, as :func:`meshlog.stats.build_stats` makes them.
+
+        The log checks the window first (:func:`meshlog.stats.check_window`). SQL stores count with ``GROUP BY``
+        over the ``recorded_at`` index and never load the events.
+        """
         ...
 
     async def read_stream(

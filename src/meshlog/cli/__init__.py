@@ -1223,7 +1223,7 @@ def _serve_demo(url: str, port: int) -> None:
         raise CliError(str(exc)) from None
     base = f"http://127.0.0.1:{port}"
     Console().print(
-        f"\nserving the demo store at {base} (API docs at {base}/docs; Ctrl-C stops)\n"
+        f"\nserving the demo store at {base} (event explorer at {base}/, API docs at {base}/docs; Ctrl-C stops)\n"
         f"  try: meshlog --url {base} tail -f",
         bold=True,
     )
@@ -1381,6 +1381,7 @@ def token_revoke(ctx: click.Context, token_id: str, token_tenant: str | None, as
     help="Worker processes sharing the port (about one per CPU core).",
 )
 @click.option("--no-access-log", is_flag=True, help="Do not log each request (faster under load).")
+@click.option("--no-ui", is_flag=True, help="Do not serve the event explorer at / (the API is served either way).")
 @click.option("--dapr", is_flag=True, help="Also subscribe to Dapr pub/sub (GET /dapr/subscribe, docs/dapr.md).")
 @click.option("--dapr-pubsub", metavar="NAME", default="pubsub", show_default=True, help="Dapr pub/sub component name.")
 @click.option(
@@ -1415,6 +1416,7 @@ def serve(
     insecure: bool,
     workers: int,
     no_access_log: bool,
+    no_ui: bool,
     dapr: bool,
     dapr_pubsub: str,
     dapr_topics: tuple[str, ...],
@@ -1447,11 +1449,16 @@ def serve(
         "types": list(catalogues) or None,
         "validation": validation,
     }
+    if no_ui:
+        options["ui"] = False
     if dapr or dapr_topics:
         options["dapr"] = {"pubsub_name": dapr_pubsub, "topics": list(dapr_topics)}
     shown = f"[{host}]" if ":" in host else host
     processes = f" in {workers} worker processes" if workers > 1 else ""
-    Console().print(f"meshlog serving at http://{shown}:{port}{processes} (docs at /docs), store {redact(url)}")
+    explorer = "" if no_ui else ", event explorer at /"
+    Console().print(
+        f"meshlog serving at http://{shown}:{port}{processes} (docs at /docs{explorer}), store {redact(url)}"
+    )
     if workers > 1:
         run_workers(options, workers=workers, host=host, port=port, access_log=not no_access_log)
     else:

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import gc
 import ipaddress
 import json
 import os
-from collections.abc import Mapping
+from collections.abc import AsyncIterator, Mapping
+from contextlib import asynccontextmanager
 from typing import Any, Final
 
 import uvicorn
@@ -13,9 +15,20 @@ from fastapi import FastAPI
 
 from meshlog.server.app import begin_shutdown, create_app
 
-__all__ = ["Server", "app_from_environment", "app_from_options", "is_loopback", "run", "run_workers"]
+__all__ = [
+    "GC_THRESHOLD",
+    "Server",
+    "app_from_environment",
+    "app_from_options",
+    "is_loopback",
+    "run",
+    "run_workers",
+    "settled_heap",
+]
 
 OPTIONS_VARIABLE: Final = "MESHLOG_SERVE_OPTIONS"
+GC_THRESHOLD: Final = (10_000, 10, 10)
+"""The collector's thresholds while serving (Python's default is 700, 10, 10): see :func:`settled_heap`."""
 
 
 class Server(uvicorn.Server):
@@ -87,6 +100,28 @@ def run_workers(
     )
 
 
+@asynccontextmanager
+async def settled_heap() -> AsyncIterator[None]:
+    """While serving: everything the process holds once the app has started (modules, the app, its routes and
+    models, the store's pool) is moved out of the garbage collector's reach (``gc.freeze()``), and the youngest
+    generation is collected every 10,000 allocations rather than every 700.
+
+    A full collection otherwise walks every object of the process, 80-120 ms each time here, about once every
+    two seconds under load, and every request in flight waits for it: that was the server's p99. Frozen objects
+    are still freed by reference counting; only cycles among them are never collected, and the startup heap
+    holds no garbage worth that walk. Restored when the server stops.
+    """
+    threshold = gc.get_threshold()
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(*GC_THRESHOLD)
+    try:
+        yield
+    finally:
+        gc.set_threshold(*threshold)
+        gc.unfreeze()
+
+
 def app_from_environment() -> FastAPI:
     """The app a worker process serves: ``create_app`` with the options :func:`run_workers` left in the
     environment."""
@@ -95,7 +130,9 @@ def app_from_environment() -> FastAPI:
 
 def app_from_options(options: Mapping[str, Any]) -> FastAPI:
     """``create_app`` from JSON-ready options (what ``meshlog serve`` passes to each worker); ``dapr`` may be
-    ``{"pubsub_name": ..., "topics": ["topic", "topic=event.type", ...]}`` (topics added to the defaults)."""
+    ``{"pubsub_name": ..., "topics": ["topic", "topic=event.type", ...]}`` (topics added to the defaults). The
+    process's heap is settled once the app has started (:func:`settled_heap`): this builds a server process's app,
+    not one to embed."""
     kwargs = dict(options)
     dapr = kwargs.pop("dapr", None)
     if isinstance(dapr, Mapping):
@@ -106,4 +143,6 @@ def app_from_options(options: Mapping[str, Any]) -> FastAPI:
         )
     elif dapr:
         kwargs["dapr"] = True
-    return create_app(**kwargs)
+    app = create_app(**kwargs)
+    app.state.meshlog.lifespan_hooks.append(settled_heap)
+    return app

@@ -12,6 +12,7 @@ from meshlog._validation import AppendRequest
 from meshlog.events import RecordedEvent, StreamInfo
 from meshlog.query import EventFilter, Order
 from meshlog.registry import Instance, InstanceChange
+from meshlog.stats import EventStats
 from meshlog.store import Store
 from meshlog.store_async import AppendOutcome
 from meshlog.tokens import ApiToken
@@ -53,6 +54,9 @@ class AsyncThreadedStore:
 
     async def count(self, tenant: str, flt: EventFilter) -> int:
         return await self._call(self.sync_store.count, tenant, flt)
+
+    async def stats(self, tenant: str, since: datetime, until: datetime, bucket_seconds: int) -> EventStats:
+        return await self._call(self.sync_store.stats, tenant, since, until, bucket_seconds)
 
     async def read_stream(
         self,

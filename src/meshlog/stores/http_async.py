@@ -56,6 +56,7 @@ from meshlog.events import RecordedEvent, StreamInfo, StreamState, uuid7
 from meshlog.query import EventFilter, Order
 from meshlog.registry import Instance, InstanceChange
 from meshlog.spool import DEFAULT_MAX_BYTES, DeliveryReport, Spool, Spooled, SpoolFull, is_final
+from meshlog.stats import EventStats
 from meshlog.store_async import AppendOutcome
 from meshlog.tokens import ApiToken
 
@@ -358,6 +359,15 @@ class AsyncHttpStore:
         if not isinstance(total, int):
             raise StoreError(f"unexpected answer from {self.url}: no total_count")
         return total
+
+    async def stats(self, tenant: str, since: datetime, until: datetime, bucket_seconds: int) -> EventStats:
+        """``GET /v1/stats`` for the window (the server counts in its own store)."""
+        params = [("since", since.isoformat()), ("until", until.isoformat()), ("bucket", str(bucket_seconds))]
+        payload = await self._get("/v1/stats", params)
+        try:
+            return EventStats.from_dict(payload)
+        except (KeyError, TypeError, ValueError) as exc:
+            raise StoreError(f"unexpected stats from {self.url}: {exc!r}") from exc
 
     async def read_stream(
         self,

@@ -19,6 +19,7 @@ from meshlog.errors import StoreError
 from meshlog.events import RecordedEvent, StreamInfo
 from meshlog.query import EventFilter, Order
 from meshlog.registry import Instance, InstanceChange
+from meshlog.stats import EventStats, bucket_index, build_stats
 from meshlog.store import AppendOutcome
 from meshlog.stores._planning import Duplicate, Planned, plan_append, recorded
 from meshlog.tokens import ApiToken
@@ -158,6 +159,23 @@ class MemoryStore:
     def count(self, tenant: str, flt: EventFilter) -> int:
         with self._lock:
             return sum(1 for r in self._scan(tenant, flt, "asc") if r.event.tenant == tenant and flt.matches(r.event))
+
+    def stats(self, tenant: str, since: datetime, until: datetime, bucket_seconds: int) -> EventStats:
+        buckets: dict[int, int] = {}
+        types: dict[str, int] = {}
+        agents: dict[str | None, int] = {}
+        with self._lock:
+            for row in self._rows:
+                e = row.event
+                if e.tenant != tenant or not since <= e.recorded_at < until:
+                    continue
+                index = bucket_index(since, e.recorded_at, bucket_seconds)
+                buckets[index] = buckets.get(index, 0) + 1
+                types[e.type] = types.get(e.type, 0) + 1
+                agents[e.agent_id] = agents.get(e.agent_id, 0) + 1
+        return build_stats(
+            since, until, bucket_seconds, buckets=buckets.items(), by_type=types.items(), by_agent=agents.items()
+        )
 
     def read_stream(
         self,

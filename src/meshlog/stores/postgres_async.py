@@ -45,6 +45,7 @@ from meshlog.errors import (
 from meshlog.events import RecordedEvent, StreamInfo, StreamState
 from meshlog.query import EventFilter, Order
 from meshlog.registry import Instance, InstanceChange
+from meshlog.stats import EventStats, build_stats
 from meshlog.store_async import AppendOutcome
 from meshlog.stores._sql import INSTANCE_COLUMNS, TOKEN_COLUMNS, order_by, where
 from meshlog.tokens import ApiToken
@@ -111,6 +112,16 @@ _GRAPH: Final = (
     " JOIN {events} AS events ON events.id = d.id AND events.tenant = %(t)s"
     " WHERE EXISTS (SELECT 1 FROM {events} AS s WHERE s.id = %(id)s::uuid AND s.tenant = %(t)s)"
     " ORDER BY d.distance, events.position"
+)
+# One pass over the window (monthly partitions pruned, the BRIN index on recorded_at): the timeline and the
+# (type, agent) counts as two grouping sets; GROUPING tells them apart (an agent_id may itself be NULL). The bucket
+# index is exact: epochs are numeric, in microseconds.
+_STATS: Final = (
+    "SELECT GROUPING(b, type, agent_id) AS g, b, type, agent_id, count(*) FROM ("
+    " SELECT ((extract(epoch FROM recorded_at) - extract(epoch FROM %(since)s::timestamptz)) * 1000000)::bigint"
+    " / %(us)s AS b, type, agent_id"
+    " FROM {events} WHERE tenant = %(t)s AND recorded_at >= %(since)s AND recorded_at < %(until)s) AS w"
+    " GROUP BY GROUPING SETS ((b), (type, agent_id))"
 )
 _EXPECTED: Final = {StreamState.ANY: None, StreamState.NO_STREAM: -1, StreamState.STREAM_EXISTS: -2}
 
@@ -651,6 +662,20 @@ class AsyncPostgresStore:
             tenant, sql.SQL("SELECT count(*) FROM {} WHERE " + clause).format(self._events), params
         )
         return int(rows[0][0])
+
+    async def stats(self, tenant: str, since: datetime, until: datetime, bucket_seconds: int) -> EventStats:
+        params = {"t": tenant, "since": since, "until": until, "us": bucket_seconds * 1_000_000}
+        rows = await self._fetch(tenant, sql.SQL(_STATS).format(events=self._events), params)
+        buckets: list[tuple[int, int]] = []
+        types: list[tuple[str, int]] = []
+        agents: list[tuple[str | None, int]] = []
+        for grouping, bucket, kind, agent, count in rows:
+            if grouping == 0b011:
+                buckets.append((int(bucket), int(count)))
+            else:
+                types.append((kind, int(count)))
+                agents.append((agent, int(count)))
+        return build_stats(since, until, bucket_seconds, buckets=buckets, by_type=types, by_agent=agents)
 
     async def read_stream(
         self,

@@ -32,6 +32,7 @@ from meshlog.errors import ConfigurationError, MeshlogError, StoreError, StoreUn
 from meshlog.events import RecordedEvent, StreamInfo
 from meshlog.query import EventFilter, Order
 from meshlog.registry import Instance, InstanceChange
+from meshlog.stats import EventStats, build_stats
 from meshlog.store import AppendOutcome
 from meshlog.stores._planning import Duplicate, Planned, plan_append, recorded
 from meshlog.stores._sql import EVENT_COLUMNS, INSTANCE_COLUMNS, TOKEN_COLUMNS, order_by, where
@@ -53,6 +54,15 @@ _UPSERT_STREAM: Final = (
 )
 
 
+# Both read the window's range of the (tenant, recorded_at) index; the timeline from the index alone.
+_STATS_TIMELINE: Final = (
+    "SELECT (recorded_at - ?) / ?, count(*) FROM events INDEXED BY events_recorded_at"
+    " WHERE tenant = ? AND recorded_at >= ? AND recorded_at < ? GROUP BY 1"
+)
+_STATS_KINDS: Final = (
+    "SELECT type, agent_id, count(*) FROM events INDEXED BY events_recorded_at"
+    " WHERE tenant = ? AND recorded_at >= ? AND recorded_at < ? GROUP BY type, agent_id"
+)
 _PREFIXED_COLUMNS: Final = ", ".join(f"events.{c.strip()}" for c in EVENT_COLUMNS.split(","))
 # Parents are recorded before their children, so parent links never form a cycle.
 _ANCESTORS: Final = f"""
@@ -429,6 +439,34 @@ class SqliteStore:
     def count(self, tenant: str, flt: EventFilter) -> int:
         clause, params = where(tenant, flt, ph="?", text_clause=_TEXT_CLAUSE, time_value=_us)
         return int(self._fetch(f"SELECT count(*) FROM events WHERE {clause}", params)[0][0])
+
+    def stats(self, tenant: str, since: datetime, until: datetime, bucket_seconds: int) -> EventStats:
+        low, high = _us(since), _us(until)
+        conn = self._reader()
+        try:
+            # One read transaction: both counts see the same committed events.
+            conn.execute("BEGIN")
+            try:
+                size = bucket_seconds * 1_000_000
+                timeline = conn.execute(_STATS_TIMELINE, (low, size, tenant, low, high)).fetchall()
+                kinds = conn.execute(_STATS_KINDS, (tenant, low, high)).fetchall()
+            finally:
+                conn.execute("COMMIT")
+        except sqlite3.Error as exc:
+            raise StoreError(f"SQLite query failed: {exc}") from exc
+        types: dict[str, int] = {}
+        agents: dict[str | None, int] = {}
+        for kind, agent, count in kinds:
+            types[kind] = types.get(kind, 0) + count
+            agents[agent] = agents.get(agent, 0) + count
+        return build_stats(
+            since,
+            until,
+            bucket_seconds,
+            buckets=[(int(i), int(n)) for i, n in timeline],
+            by_type=types.items(),
+            by_agent=agents.items(),
+        )
 
     def read_stream(
         self,

@@ -529,6 +529,120 @@ class StoreConformance:
         log.save_checkpoint("indexer", events[4].position)
         assert log.checkpoint("indexer") == events[4].position
 
+    # -- stats --------------------------------------------------------------------------------------------------
+    def test_stats_count_per_bucket_type_and_agent(self, log: EventLog) -> None:
+        kinds = [
+            ("llm.call", "coder"),
+            ("llm.response", "coder"),
+            ("llm.call", "tester"),
+            ("llm.error", "tester"),
+            ("task.result.failure", "tester"),
+            ("deployment_failed", None),
+            ("task.progress", "coder"),
+            ("llm.call", None),
+        ]
+        for kind, agent in kinds[:4]:
+            log.emit(kind, agent_id=agent)
+        time.sleep(0.02)
+        for kind, agent in kinds[4:]:
+            log.emit(kind, agent_id=agent)
+        events = _everything(log)
+        assert len(events) == len(kinds)
+        # A bucket boundary on the fifth event's own recorded_at: the first four fall before it, the rest after.
+        cut = events[4].recorded_at
+        since = cut - timedelta(seconds=1)
+        until = events[-1].recorded_at + timedelta(seconds=1)
+        stats = log.stats(since=since, until=until, bucket=timedelta(seconds=1))
+        assert (stats.since, stats.until, stats.bucket_seconds) == (since, until, 1)
+        expected = [0] * len(stats.timeline)
+        for e in events:
+            expected[(e.recorded_at - since) // timedelta(seconds=1)] += 1
+        assert [n for _, n in stats.timeline] == expected
+        assert [start for start, _ in stats.timeline] == [since + timedelta(seconds=i) for i in range(len(expected))]
+        assert stats.timeline[1][1] >= 4 and stats.total == len(kinds)
+        assert stats.by_type == (
+            ("llm.call", 3),
+            ("deployment_failed", 1),
+            ("llm.error", 1),
+            ("llm.response", 1),
+            ("task.progress", 1),
+            ("task.result.failure", 1),
+        )
+        assert stats.by_agent == (("coder", 3), ("tester", 3), (None, 2))
+        assert stats.failures == 3
+        assert stats.failures_by_type == (("deployment_failed", 1), ("llm.error", 1), ("task.result.failure", 1))
+
+    def test_stats_window_bounds_are_since_inclusive_until_exclusive(self, log: EventLog) -> None:
+        first = log.emit("a")
+        time.sleep(0.01)
+        second = log.emit("b")
+        only_first = log.stats(since=first.recorded_at, until=second.recorded_at)
+        assert (only_first.total, only_first.by_type) == (1, (("a", 1),))
+        assert [n for _, n in only_first.timeline] == [1]
+        only_second = log.stats(since=second.recorded_at, until=second.recorded_at + timedelta(microseconds=1))
+        assert (only_second.total, only_second.by_type) == (1, (("b", 1),))
+
+    def test_stats_default_to_the_last_hour(self, log: EventLog) -> None:
+        log.emit("a", agent_id="x")
+        before = datetime.now(UTC)
+        stats = log.stats()
+        assert stats.until - stats.since == timedelta(hours=1)
+        assert before - timedelta(seconds=5) <= stats.until <= datetime.now(UTC) + timedelta(seconds=5)
+        assert stats.bucket_seconds == 60 and len(stats.timeline) == 60
+        assert (stats.total, stats.by_agent) == (1, (("x", 1),))
+
+    def test_stats_of_an_empty_window_have_zero_buckets(self, log: EventLog) -> None:
+        log.emit("a")
+        since = datetime(2020, 1, 1, tzinfo=UTC)
+        stats = log.stats(since=since, until=since + timedelta(minutes=5, seconds=30), bucket=timedelta(minutes=1))
+        assert stats.timeline == tuple((since + timedelta(minutes=i), 0) for i in range(6))
+        assert (stats.total, stats.by_type, stats.by_agent, stats.failures, stats.failures_by_type) == (
+            0,
+            (),
+            (),
+            0,
+            (),
+        )
+
+    def test_stats_stay_in_the_tenant(self, make_log: LogFactory) -> None:
+        a, b = make_log("tenant-a"), make_log("tenant-b")
+        a.emit("llm.error", agent_id="secret-agent")
+        a.emit("x", agent_id="secret-agent")
+        b.emit("y", agent_id="mine")
+        stats = b.stats()
+        assert (stats.total, stats.by_type, stats.by_agent, stats.failures) == (1, (("y", 1),), (("mine", 1),), 0)
+        assert a.stats().total == 2
+
+    @pytest.mark.parametrize(
+        ("kwargs", "field", "rule"),
+        [
+            ({"since": datetime(2026, 1, 1)}, "since", "aware"),
+            ({"since": datetime(2026, 1, 2, tzinfo=UTC), "until": datetime(2026, 1, 1, tzinfo=UTC)}, "until", None),
+            ({"since": datetime(2026, 1, 1, tzinfo=UTC), "until": datetime(2026, 1, 1, tzinfo=UTC)}, "until", None),
+            ({"since": datetime(2026, 1, 1, tzinfo=UTC), "until": datetime(2026, 1, 9, tzinfo=UTC)}, "since", None),
+            ({"bucket": timedelta(0)}, "bucket", "min"),
+            ({"bucket": timedelta(seconds=-60)}, "bucket", "min"),
+            ({"bucket": timedelta(seconds=1.5)}, "bucket", "whole_seconds"),
+            (
+                {
+                    "since": datetime(2026, 1, 1, tzinfo=UTC),
+                    "until": datetime(2026, 1, 1, 3, tzinfo=UTC),
+                    "bucket": timedelta(seconds=1),
+                },
+                "bucket",
+                "max_buckets",
+            ),
+        ],
+    )
+    def test_stats_validate_the_window(
+        self, log: EventLog, kwargs: dict[str, Any], field: str, rule: str | None
+    ) -> None:
+        with pytest.raises(ValidationError) as info:
+            log.stats(**kwargs)
+        assert info.value.field == field
+        if rule is not None:
+            assert info.value.rule == rule
+
 
 class LineageConformance:
     """Lineage, related-event graphs, outcomes and snapshots. Subclasses provide ``make_log``."""
