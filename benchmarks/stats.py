@@ -8,6 +8,9 @@ schema, then times, median of R runs each:
 - ``week``: a 7-day window in hourly buckets (168), the same events;
 - ``recent``: a window holding only the last 1 % of the measured tenant's events (the index range narrows the
   work);
+- ``traces``, ``traces_500``, ``traces_agent``: ``EventLog.traces()`` (the explorer's Traces page, ``GET
+  /v1/traces``) over the same hour, the 50 and the 500 last active of its 1,000 traces (100 events each), and the
+  traces of one agent;
 - ``read_all``: for scale, counting the same hour in Python from the events read page by page with ``query()``
   (what the stats replace).
 
@@ -39,7 +42,9 @@ def _load(log: meshlog.EventLog, events: int) -> None:
     for start in range(0, events, 1000):
         log.emit_batch(
             [
-                meshlog.NewEvent(type=TYPES[i % len(TYPES)], data=PAYLOAD, agent_id=f"agent-{i % AGENTS}")
+                meshlog.NewEvent(
+                    type=TYPES[i % len(TYPES)], data=PAYLOAD, agent_id=f"agent-{i % AGENTS}", trace_id=f"run-{i // 100}"
+                )
                 for i in range(start, min(events, start + 1000))
             ]
         )
@@ -77,6 +82,7 @@ def measure(url: str, events: int, runs: int) -> dict[str, Any]:
         hour = log.stats(until=now)
         assert hour.total == events, hour.total
         assert sum(n for _, n in hour.timeline) == events
+        assert len(log.traces(until=now, limit=500)) == 500
         figures = {
             "load_s": round(load_s, 1),
             "hour_ms": _median_ms(lambda: log.stats(until=now), runs),
@@ -84,6 +90,9 @@ def measure(url: str, events: int, runs: int) -> dict[str, Any]:
                 lambda: log.stats(since=now - timedelta(days=7), until=now, bucket=timedelta(hours=1)), runs
             ),
             "recent_ms": _median_ms(lambda: log.stats(since=recent_since, until=now), runs),
+            "traces_ms": _median_ms(lambda: log.traces(until=now), runs),
+            "traces_500_ms": _median_ms(lambda: log.traces(until=now, limit=500), runs),
+            "traces_agent_ms": _median_ms(lambda: log.traces(until=now, agent_id="agent-7"), runs),
             "read_all_ms": _median_ms(lambda: _read_all(log, now - timedelta(hours=1), now), max(1, runs // 5)),
         }
         figures["read_all_over_hour"] = round(figures["read_all_ms"] / figures["hour_ms"], 1)

@@ -1,6 +1,6 @@
-"""The event explorer's API and page over HTTP: ``GET /v1/stats``, ``GET /v1/traces/{trace_id}/spans``, ``/`` and
-``/ui/``, on a real server in front of SQLite and PostgreSQL (there as an ordinary role, under row-level
-security)."""
+"""The event explorer's API and page over HTTP: ``GET /v1/stats``, ``GET /v1/traces``,
+``GET /v1/traces/{trace_id}/spans``, ``/`` and ``/ui/``, on a real server in front of SQLite and PostgreSQL (there as
+an ordinary role, under row-level security)."""
 
 from __future__ import annotations
 
@@ -31,6 +31,7 @@ STATS_FIELDS = {
     "since", "until", "bucket_seconds", "total", "timeline", "by_type", "by_agent", "failures", "failures_by_type"
 }  # fmt: skip
 SPANS_FIELDS = {"trace_id", "start", "end", "event_count", "truncated", "spans"}
+TRACE_FIELDS = {"trace_id", "started", "last", "events", "agents", "llm_calls", "tokens", "failures"}
 
 
 @pytest.fixture(params=["sqlite", "postgres"])
@@ -159,6 +160,94 @@ def test_bad_stats_parameters_are_422_problems(served: str, params: dict[str, st
         assert body["field"] == field
 
 
+# -- traces ---------------------------------------------------------------------------------------------------------
+def test_traces_are_what_was_written(store: str, served: str) -> None:
+    traces = ["plan", "build", "plan", "build", "build", "deploy", "build", None, "plan"]
+    with meshlog.connect(store) as log:
+        events = [
+            log.emit(kind, {"i": i}, agent_id=agent, trace_id=trace)
+            for i, ((kind, agent), trace) in enumerate(zip(WRITTEN, traces, strict=True))
+        ]
+        log.for_tenant("elsewhere").emit("llm.error", agent_id="coder", trace_id="build")
+    since = events[0].recorded_at - timedelta(seconds=30)
+    until = events[-1].recorded_at + timedelta(seconds=30)
+    window = {"since": since.isoformat(), "until": until.isoformat()}
+    with httpx.Client(base_url=served) as http:
+        answer = http.get("/v1/traces", params=window)
+        assert answer.status_code == 200, answer.text
+        body = answer.json()
+        assert set(body) == {"since", "until", "traces"}
+        assert (_when(body["since"]), _when(body["until"])) == (since, until)
+        assert all(set(t) == TRACE_FIELDS for t in body["traces"])
+        # The last active first: plan (its last event is the last written), build, deploy.
+        assert [t["trace_id"] for t in body["traces"]] == ["plan", "build", "deploy"]
+        plan, build, _ = body["traces"]
+        figures = [(t["events"], t["agents"], t["llm_calls"], t["failures"]) for t in body["traces"]]
+        assert figures == [(3, ["coder", "tester"], 2, 0), (4, ["coder", "tester"], 0, 2), (1, [], 0, 1)]
+        for summary in body["traces"]:
+            mine = [e for e in events if e.trace_id == summary["trace_id"]]
+            assert _when(summary["started"]) == min(e.recorded_at for e in mine)
+            assert _when(summary["last"]) == max(e.recorded_at for e in mine)
+        # An agent's traces, a limit, the default window and an old one.
+        tester = http.get("/v1/traces", params={**window, "agent_id": "tester"}).json()
+        assert tester["traces"] == [plan, build]
+        assert http.get("/v1/traces", params={**window, "agent_id": "nobody"}).json()["traces"] == []
+        assert http.get("/v1/traces", params={**window, "agent_id": ""}).json()["traces"] == body["traces"]
+        assert http.get("/v1/traces", params={**window, "limit": "2"}).json()["traces"] == body["traces"][:2]
+        default = http.get("/v1/traces").json()
+        assert default["traces"] == body["traces"]
+        assert _when(default["until"]) - _when(default["since"]) == timedelta(hours=1)
+        old = http.get("/v1/traces", params={"since": "2020-01-01T00:00:00Z", "until": "2020-01-08T00:00:00Z"})
+        assert old.json()["traces"] == []
+
+
+def test_the_client_gets_the_same_traces(store: str, served: str) -> None:
+    with meshlog.connect(store) as log:
+        for i, (kind, agent) in enumerate(WRITTEN):
+            log.emit(kind, agent_id=agent, trace_id=f"t-{i % 4}")
+        direct = log.traces()
+        assert len(direct) == 4
+    with meshlog.connect(served) as remote:
+        assert remote.traces() == direct
+        assert remote.traces(agent_id="tester", limit=1) == [t for t in direct if "tester" in t.agents][:1]
+
+
+def test_get_and_post_share_the_traces_path(tmp_path: Path) -> None:
+    """GET /v1/traces lists traces; POST /v1/traces stays the OTLP receiver; the OpenAPI document has both."""
+    url = f"sqlite:///{tmp_path / 'both.db'}"
+    with running_app(create_app(url)) as base_url, httpx.Client(base_url=base_url) as http:
+        received = http.post("/v1/traces", json={"resourceSpans": []})
+        assert received.status_code == 200 and received.json() == {}
+        assert http.get("/v1/traces").json()["traces"] == []
+        operations = http.get("/openapi.json").json()["paths"]["/v1/traces"]
+        assert set(operations) == {"get", "post"}
+        assert "limit" in {p["name"] for p in operations["get"]["parameters"]}
+    app = create_app(url, otlp=False)
+    with running_app(app) as base_url, httpx.Client(base_url=base_url) as http:
+        assert http.get("/v1/traces").status_code == 200
+        _problem(http.post("/v1/traces", json={"resourceSpans": []}), 405, "method-not-allowed")
+
+
+@pytest.mark.parametrize(
+    ("params", "field"),
+    [
+        ({"since": "yesterday"}, "since"),
+        ({"until": "2026-13-01T00:00:00Z"}, "until"),
+        ({"since": "2026-01-01T00:00:00"}, "since"),
+        ({"since": "2026-01-02T00:00:00Z", "until": "2026-01-01T00:00:00Z"}, "until"),
+        ({"since": "2026-01-01T00:00:00Z", "until": "2026-01-09T00:00:00Z"}, "since"),
+        ({"limit": "0"}, "limit"),
+        ({"limit": "501"}, "limit"),
+        ({"limit": "ten"}, "limit"),
+        ({"agent_id": "a\x00b"}, "agent_id"),
+    ],
+)
+def test_bad_traces_parameters_are_422_problems(served: str, params: dict[str, str], field: str) -> None:
+    with httpx.Client(base_url=served) as http:
+        body = _problem(http.get("/v1/traces", params=params), 422, "validation")
+        assert body["field"] == field
+
+
 @pytest.mark.parametrize("limit", ["0", "5001", "-1", "many"])
 def test_bad_span_limits_are_422_problems(served: str, limit: str) -> None:
     with httpx.Client(base_url=served) as http:
@@ -199,6 +288,16 @@ def test_spans_of_the_demo_run(store: str, served: str) -> None:
         assert exact.json()["truncated"] is False
 
         _problem(http.get("/v1/traces/no-such-trace/spans"), 404, "not-found")
+
+        # The list of traces sums the run up as its waterfall does.
+        (listed,) = http.get("/v1/traces").json()["traces"]
+        assert (listed["trace_id"], listed["events"], listed["llm_calls"], listed["tokens"]) == (
+            summary.trace_id,
+            body["event_count"],
+            len(llm),
+            sum(s["total_tokens"] or 0 for s in llm),
+        )
+        assert listed["failures"] == 2 and listed["agents"] == sorted(summary.agents)
 
 
 def test_many_events_are_read_page_by_page_up_to_the_limit(tmp_path: Path) -> None:
@@ -244,6 +343,8 @@ def test_the_api_needs_a_token_and_stays_in_the_tenant(tokens: Tokens) -> None:
     with httpx.Client(base_url=tokens.base_url) as http:
         _problem(http.get("/v1/stats"), 401, "unauthorized")
         _problem(http.get(f"/v1/traces/{tokens.trace_a}/spans"), 401, "unauthorized")
+        _problem(http.get("/v1/traces"), 401, "unauthorized")
+        _problem(http.get("/v1/traces", params={"limit": "0"}), 401, "unauthorized")
         _problem(http.get("/v1/stats", params={"bucket": "0"}), 401, "unauthorized")  # the token comes first
         _problem(http.get("/v1/traces/x/spans", params={"limit": "0"}), 401, "unauthorized")
         _problem(http.get("/v1/stats", headers=_auth(tokens.reader_a[:-2] + "zz")), 401, "unauthorized")
@@ -252,6 +353,12 @@ def test_the_api_needs_a_token_and_stays_in_the_tenant(tokens: Tokens) -> None:
         assert mine["by_agent"] == [{"agent_id": "secret-agent", "count": 2}]
         theirs = http.get("/v1/stats", headers=_auth(tokens.writer_b)).json()
         assert (theirs["total"], theirs["failures"], theirs["by_type"]) == (1, 0, [{"type": "y", "count": 1}])
+        traces = http.get("/v1/traces", headers=_auth(tokens.reader_a)).json()["traces"]
+        assert [(t["trace_id"], t["events"], t["agents"], t["failures"]) for t in traces] == [
+            ("trace-a", 2, ["secret-agent"], 1)
+        ]
+        theirs_traces = http.get("/v1/traces", headers=_auth(tokens.writer_b)).json()["traces"]
+        assert [(t["trace_id"], t["agents"]) for t in theirs_traces] == [("trace-b", ["mine"])]
         spans = http.get(f"/v1/traces/{tokens.trace_a}/spans", headers=_auth(tokens.reader_a)).json()
         assert [s["type"] for s in spans["spans"]] == ["llm.error", "x"]
         _problem(http.get(f"/v1/traces/{tokens.trace_a}/spans", headers=_auth(tokens.writer_b)), 404, "not-found")

@@ -1,7 +1,8 @@
 """The event explorer in a real browser: headless Chromium (Playwright) against a real server holding the demo run.
 
 Every page is checked against what :func:`meshlog.demo.write_demo` wrote: the overview's counts, the events list's
-filters, pages and live tail, an event's JSON, the trace's waterfall, a stream's replay, the lineage graph, the
+filters, pages and live tail, an event's JSON, the list of traces (against what the store sums up), the trace's
+waterfall, a stream's replay, the lineage graph, the
 instance registry, the token form of a server with API tokens, phone width and keyboard navigation. No page may
 raise a script error or break the Content-Security-Policy.
 
@@ -26,6 +27,7 @@ import pytest
 
 import meshlog
 from meshlog.demo import DemoSummary, write_demo
+from meshlog.stats import is_failure_type
 from server_helpers import running_server
 
 sync_api = pytest.importorskip("playwright.sync_api")
@@ -43,6 +45,7 @@ CHROMIUM_ARGS = [
 WAIT = 5000
 """Milliseconds Playwright waits for a page to show something (a ceiling, not an expectation)."""
 INSTANCE = "odin"
+REVIEW = "review-1"
 
 if not CHROMIUM.exists() and os.environ.get("CI", "").lower() != "true":
     pytest.skip(f"{CHROMIUM} is missing (Debian's chromium package); required under CI=true", allow_module_level=True)
@@ -52,6 +55,15 @@ if not CHROMIUM.exists() and os.environ.get("CI", "").lower() != "true":
 class Site:
     base: str
     demo: DemoSummary
+
+
+@dataclass(frozen=True)
+class Runs:
+    """A server holding several demo runs and a review trace of an agent of its own."""
+
+    base: str
+    url: str
+    demos: tuple[DemoSummary, ...]
 
 
 @pytest.fixture(scope="module")
@@ -77,6 +89,18 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
         yield Site(base, demo)
 
 
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Runs]:
+    url = f"sqlite:///{tmp_path_factory.mktemp('ui-runs') / 'runs.db'}"
+    with meshlog.connect(url) as log:
+        demos = tuple(write_demo(log) for _ in range(3))
+        call = log.emit("llm.call", {"model": "gpt-4o-mini"}, agent_id="reviewer", trace_id=REVIEW)
+        log.emit("llm.response", {"total_tokens": 120}, agent_id="reviewer", trace_id=REVIEW, parent_id=call.id)
+        log.emit("review.failed", {"reason": "missing tests"}, agent_id="reviewer", trace_id=REVIEW)
+    with running_server(url) as base:
+        yield Runs(base, url, demos)
+
+
 @pytest.fixture
 def page(browser: Browser) -> Iterator[Page]:
     """A fresh page at 1280x800 that fails the test on a script error or a Content-Security-Policy violation."""
@@ -95,7 +119,7 @@ def page(browser: Browser) -> Iterator[Page]:
     assert problems == []
 
 
-def goto(page: Page, site: Site, route: str) -> None:
+def goto(page: Page, site: Site | Runs, route: str) -> None:
     page.goto(f"{site.base}/{route}")
     expect(page.locator("main")).not_to_have_attribute("aria-busy", "true", timeout=WAIT)
 
@@ -224,6 +248,75 @@ def test_outcome_and_intent(page: Page, site: Site) -> None:
     httpx.post(f"{site.base}/v1/events/{result.id}/outcome", json={"outcome": {"status": "merged", "pr": 42}})
     goto(page, site, f"#/events/{result.id}")
     assert json.loads(page.locator("#outcome pre").inner_text()) == {"status": "merged", "pr": 42}
+
+
+# -- traces -------------------------------------------------------------------------------------------------------
+def test_traces_page_lists_what_the_store_holds(page: Page, runs: Runs) -> None:
+    goto(page, runs, "#/traces")
+    expect(page.get_by_role("heading", name="Traces", level=1)).to_be_visible()
+    expect(page.locator("#nav a[aria-current='page']")).to_have_text("Traces")
+    with meshlog.connect(runs.url) as log:
+        held = log.traces()  # the last hour, as the page asks
+    assert len(held) == len(runs.demos) + 1 and held[0].trace_id == REVIEW  # written last
+    by_id = {t.trace_id: t for t in held}
+    for demo in runs.demos:
+        summary = by_id[demo.trace_id]
+        assert (summary.events, summary.llm_calls, summary.failures) == (demo.events_written, demo.llm_calls, 2)
+        assert summary.tokens == demo.llm_tokens
+        assert summary.agents == tuple(sorted(demo.agents))
+    rows = page.locator("#traces-table tbody tr")
+    expect(rows).to_have_count(len(held))
+    assert [r.get_attribute("data-trace") for r in rows.all()] == [t.trace_id for t in held]
+    for row, summary in zip(rows.all(), held, strict=True):
+        expect(row.locator("[data-count='events']")).to_have_text(f"{summary.events:,}")
+        expect(row.locator("[data-count='llm_calls']")).to_have_text(f"{summary.llm_calls:,}")
+        expect(row.locator("[data-count='tokens']")).to_have_text(f"{summary.tokens:,}")
+        expect(row.locator("[data-count='failures']")).to_have_text(f"{summary.failures:,}")
+        expect(row.locator("td.agents a")).to_have_text(list(summary.agents))
+    expect(page.locator("#traces-note")).to_contain_text(f"{len(held)} traces")
+
+    # the agent filter, from the keyboard
+    field = page.get_by_label("Agent", exact=True)
+    field.fill("reviewer")
+    field.press("Enter")
+    expect(rows).to_have_count(1, timeout=WAIT)
+    expect(rows.first).to_have_attribute("data-trace", REVIEW)
+    expect(rows.first.locator("[data-count='failures']")).to_have_text("1")
+    assert "agent_id=reviewer" in page.url
+    page.get_by_role("link", name="15 minutes").click()  # another window keeps the agent
+    expect(page.get_by_role("link", name="15 minutes")).to_have_attribute("aria-current", "true", timeout=WAIT)
+    assert "agent_id=reviewer" in page.url and "window=15m" in page.url
+    page.get_by_role("link", name="Any agent").click()
+    expect(rows).to_have_count(len(held), timeout=WAIT)
+
+    # the numbers link to the events they count, the trace to its waterfall
+    demo = runs.demos[-1]
+    row = page.locator(f"#traces-table tr[data-trace='{demo.trace_id}']")
+    row.locator("[data-count='llm_calls'] a").click()
+    expect(page.locator("#events-table tbody tr")).to_have_count(demo.llm_calls, timeout=WAIT)
+    assert f"trace_id={demo.trace_id}" in page.url and "type=llm.call" in page.url
+    page.go_back()
+    row = page.locator(f"#traces-table tr[data-trace='{demo.trace_id}']")
+    row.get_by_role("link", name=demo.trace_id, exact=True).click()
+    expect(page.get_by_role("heading", name=f"Trace {demo.trace_id}")).to_be_visible(timeout=WAIT)
+    expect(page.locator("#waterfall li[data-kind='llm']")).to_have_count(demo.llm_calls)
+
+
+def test_traces_page_is_reached_from_the_overview_and_opens_a_trace_by_id(page: Page, runs: Runs) -> None:
+    goto(page, runs, "#/?window=6h")
+    page.get_by_role("link", name="Recent traces").click()
+    expect(page.get_by_role("heading", name="Traces", level=1)).to_be_visible(timeout=WAIT)
+    expect(page.get_by_role("link", name="6 hours")).to_have_attribute("aria-current", "true")
+    field = page.get_by_label("Trace id", exact=True)
+    field.fill(REVIEW)
+    field.press("Enter")
+    expect(page.get_by_role("heading", name=f"Trace {REVIEW}")).to_be_visible(timeout=WAIT)
+    page.get_by_role("link", name="Recent traces").click()
+    expect(page.locator("#traces-table tbody tr")).to_have_count(len(runs.demos) + 1, timeout=WAIT)
+
+    goto(page, runs, "#/traces?agent_id=nobody")
+    expect(page.locator("#no-traces")).to_contain_text("No trace of nobody in the last hour.")
+    expect(page.locator("#no-traces a")).to_have_text("Look at the last 7 days")
 
 
 # -- trace --------------------------------------------------------------------------------------------------------
@@ -362,6 +455,7 @@ def test_phone_width_has_no_horizontal_overflow(browser: Browser, site: Site) ->
             "#/events",
             f"#/events/{call.id}",
             f"#/traces/{site.demo.trace_id}",
+            "#/traces",
             f"#/streams/{quote(site.demo.retried_task.stream, safe='')}",
             f"#/lineage/{call.id}",
             "#/instances",
@@ -402,6 +496,20 @@ def test_keyboard_reaches_the_navigation(page: Page, site: Site) -> None:
     assert outline != "none"  # a visible focus ring
 
 
+def test_failures_are_marked_as_the_server_counts_them(page: Page, site: Site) -> None:
+    types = [
+        "llm.error", "task.result.failure", "deployment_failed", "Deploy-Failed", "build/FAILED", "error",
+        "error_occurred", "tool:error", "llm.call", "llm.response", "errors", "failure", "task.failures", "",
+    ]  # fmt: skip
+    goto(page, site, "#/")
+    marked = page.evaluate(
+        "async (types) => { const dom = await import('/ui/dom.js'); return types.map((t) => dom.isFailure(t)); }",
+        types,
+    )
+    assert marked == [is_failure_type(kind) for kind in types]
+    assert marked.count(True) == 8
+
+
 def test_files_are_served_with_a_strict_policy(site: Site) -> None:
     index = httpx.get(f"{site.base}/")
     assert index.status_code == 200
@@ -420,7 +528,7 @@ SHOTS = os.environ.get("MESHLOG_UI_SCREENSHOTS")
 
 
 @pytest.mark.skipif(not SHOTS, reason="set MESHLOG_UI_SCREENSHOTS=docs/img to write the screenshots of docs/ui.md")
-def test_screenshots(browser: Browser, site: Site) -> None:
+def test_screenshots(browser: Browser, site: Site, runs: Runs) -> None:
     out = Path(SHOTS or ".")
     out.mkdir(parents=True, exist_ok=True)
     for instance_id, project, host in (("freya", "api", "dev-2"), ("loki", "web", "ci-7")):
@@ -444,6 +552,9 @@ def test_screenshots(browser: Browser, site: Site) -> None:
         goto(page, site, route)
         page.mouse.move(0, 0)
         page.screenshot(path=str(out / f"{name}.png"))
+    goto(page, runs, "#/traces")  # several runs
+    page.mouse.move(0, 0)
+    page.screenshot(path=str(out / "ui-traces.png"))
     context.close()
     phone = browser.new_context(viewport={"width": 375, "height": 800}, device_scale_factor=2)
     page = phone.new_page()

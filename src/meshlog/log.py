@@ -24,7 +24,14 @@ from meshlog.projections import Projection, Replay, SnapshotProjection, supports
 from meshlog.query import EventFilter, Order, Page, check_limit, check_order, make_page, resolve_page_request
 from meshlog.resume import Resume, ResumeRules, suggest
 from meshlog.session import SessionState
-from meshlog.stats import DEFAULT_BUCKET_SECONDS, EventStats, check_window
+from meshlog.stats import (
+    DEFAULT_BUCKET_SECONDS,
+    DEFAULT_TRACE_LIMIT,
+    EventStats,
+    TraceSummary,
+    check_trace_query,
+    check_window,
+)
 from meshlog.store import Store
 from meshlog.stores import open_store
 from meshlog.tokens import ApiToken, check_token_id, issue_token, parse_token
@@ -344,6 +351,25 @@ class EventLog:
         start = since if since is not None else end - timedelta(hours=1)
         check_window(start, end, int(seconds))
         return self.store.stats(self.tenant, start, end, int(seconds))
+
+    def traces(
+        self,
+        *,
+        since: datetime | None = None,
+        until: datetime | None = None,
+        limit: int = DEFAULT_TRACE_LIMIT,
+        agent_id: str | None = None,
+    ) -> list[TraceSummary]:
+        """The traces with events recorded in ``[since, until)``, the last active first, at most ``limit`` (1 to
+        500, default 50): each with its first and last ``recorded_at`` in the window, its number of events, agents
+        (at most 10), LLM calls, tokens (:func:`meshlog.stats.event_tokens`) and failures (by type, see
+        :func:`meshlog.stats.is_failure_type`), counted over the window's events only. ``agent_id`` keeps the
+        traces that agent recorded events in. ``until`` defaults to now and ``since`` to an hour before ``until``;
+        the window is at most 7 days. Raises ValidationError otherwise."""
+        end = until if until is not None else datetime.now(UTC)
+        start = since if since is not None else end - timedelta(hours=1)
+        check_trace_query(start, end, limit, agent_id)
+        return list(self.store.traces(self.tenant, start, end, limit, agent_id))
 
     def read_stream(
         self,

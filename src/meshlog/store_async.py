@@ -16,7 +16,7 @@ from meshlog.errors import MeshlogError
 from meshlog.events import RecordedEvent, StreamInfo
 from meshlog.query import EventFilter, Order
 from meshlog.registry import Instance, InstanceChange
-from meshlog.stats import EventStats
+from meshlog.stats import EventStats, TraceSummary
 from meshlog.tokens import ApiToken
 
 __all__ = ["AppendOutcome", "AsyncStore"]
@@ -83,6 +83,19 @@ class AsyncStore(Protocol):
 
         The log checks the window first (:func:`meshlog.stats.check_window`). SQL stores count with ``GROUP BY``
         over the ``recorded_at`` index and never load the events.
+        """
+        ...
+
+    async def traces(
+        self, tenant: str, since: datetime, until: datetime, limit: int, agent_id: str | None
+    ) -> Sequence[TraceSummary]:
+        """Summaries of the tenant's traces with events recorded in ``[since, until)``, each over those events
+        only (:class:`meshlog.stats.TraceSummary`): the ``limit`` last active first (latest ``recorded_at``, then
+        by trace id), events without a trace left out. With ``agent_id``, only the traces in which that agent
+        recorded an event in the window (their summaries still count every agent's events).
+
+        The log checks the arguments first (:func:`meshlog.stats.check_trace_query`). SQL stores group by
+        ``trace_id`` over the ``recorded_at`` index and never load the events.
         """
         ...
 

@@ -411,8 +411,8 @@ def create_app(
     the OpenTelemetry trace receiver at ``POST /v1/traces`` (docs/tracing.md). ``instances`` (True or an
     :class:`~meshlog.server.instances.InstanceSettings`) serves the instance registry at ``/v1/instances``, runs
     its stale detector and, with the ``mcp`` extra, the MCP tools at ``/mcp`` (docs/sessions.md, docs/mcp.md).
-    ``GET /v1/stats`` and ``GET /v1/traces/{trace_id}/spans`` are always served; ``ui`` also serves the event
-    explorer's page at ``/`` and its files at ``/ui/`` (:mod:`meshlog.server.explorer`).
+    ``GET /v1/stats``, ``GET /v1/traces`` and ``GET /v1/traces/{trace_id}/spans`` are always served; ``ui`` also
+    serves the event explorer's page at ``/`` and its files at ``/ui/`` (:mod:`meshlog.server.explorer`).
     """
     state = ServerState(
         url, tenant=tenant, migrate=migrate, types=types, validation=validation, token_cache_ttl=token_cache_ttl

@@ -4,10 +4,13 @@
 
 - ``GET /v1/stats``: counts of the events recorded in a window, per time bucket, type and agent, and the failures
   (:mod:`meshlog.stats`; the stores count in SQL);
+- ``GET /v1/traces``: the traces active in a window, the last active first, each summed up (events, agents, LLM
+  calls, tokens, failures; :class:`meshlog.stats.TraceSummary`, grouped in SQL). ``POST /v1/traces`` is the OTLP
+  receiver (:mod:`meshlog.server.otlp`): the same path, another method;
 - ``GET /v1/traces/{trace_id}/spans``: a trace's events paired into spans for a waterfall (:mod:`meshlog.waterfall`);
 - with ``ui``: ``GET /`` (the UI's ``index.html``) and ``/ui/...`` (its static files).
 
-The two API routes need the ``read`` scope like every other route once the store holds API tokens; the UI's files
+The API routes need the ``read`` scope like every other route once the store holds API tokens; the UI's files
 hold no data and are served to anyone, with a Content-Security-Policy that lets the page load only its own scripts
 and styles and talk only to this server.
 """
@@ -15,7 +18,7 @@ and styles and talk only to this server.
 from __future__ import annotations
 
 import re
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final
 
@@ -26,7 +29,7 @@ from starlette.types import Scope
 
 from meshlog.errors import NotFound, ValidationError
 from meshlog.events import RecordedEvent
-from meshlog.stats import DEFAULT_BUCKET_SECONDS
+from meshlog.stats import DEFAULT_BUCKET_SECONDS, DEFAULT_TRACE_LIMIT, MAX_TRACE_LIMIT
 from meshlog.waterfall import build_waterfall
 
 if TYPE_CHECKING:
@@ -54,7 +57,7 @@ _UNITS: Final = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86_400}
 
 
 def include_explorer(app: FastAPI, state: ServerState, *, ui: bool = True) -> None:
-    """Add the stats and spans routes to ``app`` and, with ``ui``, the explorer's page and files."""
+    """Add the stats, traces and spans routes to ``app`` and, with ``ui``, the explorer's page and files."""
     app.include_router(_router(state))
     if ui:
         app.include_router(_page_router())
@@ -96,17 +99,15 @@ def _bucket(text: str | None) -> timedelta:
     return timedelta(seconds=int(match.group(1)) * _UNITS[match.group(2)])
 
 
-def _limit(text: str | None) -> int:
+def _limit(text: str | None, *, default: int = MAX_SPAN_EVENTS, most: int = MAX_SPAN_EVENTS) -> int:
     if text is None or text == "":
-        return MAX_SPAN_EVENTS
+        return default
     try:
         value = int(text)
     except ValueError:
         value = 0
-    if not 1 <= value <= MAX_SPAN_EVENTS:
-        raise ValidationError(
-            f"limit must be an integer from 1 to {MAX_SPAN_EVENTS}, got {text!r}", field="limit", rule="range"
-        )
+    if not 1 <= value <= most:
+        raise ValidationError(f"limit must be an integer from 1 to {most}, got {text!r}", field="limit", rule="range")
     return value
 
 
@@ -123,6 +124,29 @@ def _router(state: ServerState) -> APIRouter:
         log = await state.authorize(request, "read")
         stats = await log.stats(since=_time("since", since), until=_time("until", until), bucket=_bucket(bucket))
         return stats.to_dict()
+
+    @router.get("/v1/traces")
+    async def get_traces(
+        request: Request,
+        since: str | None = None,
+        until: str | None = None,
+        limit: str | None = None,
+        agent_id: str | None = None,
+    ) -> dict[str, Any]:
+        """The traces with events recorded in ``[since, until)`` (default: the hour up to now; at most 7 days), the
+        last active first, at most ``limit`` (default 50, at most 500); with ``agent_id``, those that agent took
+        part in. Each with its first and last ``recorded_at`` in the window, its events, agents (at most 10), LLM
+        calls, tokens and failures, counted over the window's events."""
+        log = await state.authorize(request, "read")
+        end = _time("until", until) or datetime.now(UTC)
+        start = _time("since", since) or end - timedelta(hours=1)
+        most = _limit(limit, default=DEFAULT_TRACE_LIMIT, most=MAX_TRACE_LIMIT)
+        traces = await log.traces(since=start, until=end, limit=most, agent_id=agent_id or None)
+        return {
+            "since": start.astimezone(UTC).isoformat(),
+            "until": end.astimezone(UTC).isoformat(),
+            "traces": [t.to_dict() for t in traces],
+        }
 
     @router.get("/v1/traces/{trace_id}/spans")
     async def get_spans(request: Request, trace_id: str, limit: str | None = None) -> dict[str, Any]:

@@ -12,7 +12,7 @@ from meshlog._validation import AppendRequest
 from meshlog.events import RecordedEvent, StreamInfo
 from meshlog.query import EventFilter, Order
 from meshlog.registry import Instance, InstanceChange
-from meshlog.stats import EventStats
+from meshlog.stats import EventStats, TraceSummary
 from meshlog.store import Store
 from meshlog.store_async import AppendOutcome
 from meshlog.tokens import ApiToken
@@ -57,6 +57,11 @@ class AsyncThreadedStore:
 
     async def stats(self, tenant: str, since: datetime, until: datetime, bucket_seconds: int) -> EventStats:
         return await self._call(self.sync_store.stats, tenant, since, until, bucket_seconds)
+
+    async def traces(
+        self, tenant: str, since: datetime, until: datetime, limit: int, agent_id: str | None
+    ) -> Sequence[TraceSummary]:
+        return await self._call(self.sync_store.traces, tenant, since, until, limit, agent_id)
 
     async def read_stream(
         self,

@@ -56,7 +56,7 @@ from meshlog.events import RecordedEvent, StreamInfo, StreamState, uuid7
 from meshlog.query import EventFilter, Order
 from meshlog.registry import Instance, InstanceChange
 from meshlog.spool import DEFAULT_MAX_BYTES, DeliveryReport, Spool, Spooled, SpoolFull, is_final
-from meshlog.stats import EventStats
+from meshlog.stats import EventStats, TraceSummary
 from meshlog.store_async import AppendOutcome
 from meshlog.tokens import ApiToken
 
@@ -368,6 +368,19 @@ class AsyncHttpStore:
             return EventStats.from_dict(payload)
         except (KeyError, TypeError, ValueError) as exc:
             raise StoreError(f"unexpected stats from {self.url}: {exc!r}") from exc
+
+    async def traces(
+        self, tenant: str, since: datetime, until: datetime, limit: int, agent_id: str | None
+    ) -> list[TraceSummary]:
+        """``GET /v1/traces`` for the window (the server groups in its own store)."""
+        params = [("since", since.isoformat()), ("until", until.isoformat()), ("limit", str(limit))]
+        if agent_id is not None:
+            params.append(("agent_id", agent_id))
+        payload = await self._get("/v1/traces", params)
+        try:
+            return [TraceSummary.from_dict(item) for item in payload["traces"]]
+        except (KeyError, TypeError, ValueError) as exc:
+            raise StoreError(f"unexpected traces from {self.url}: {exc!r}") from exc
 
     async def read_stream(
         self,

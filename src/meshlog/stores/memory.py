@@ -19,7 +19,18 @@ from meshlog.errors import StoreError
 from meshlog.events import RecordedEvent, StreamInfo
 from meshlog.query import EventFilter, Order
 from meshlog.registry import Instance, InstanceChange
-from meshlog.stats import EventStats, bucket_index, build_stats
+from meshlog.stats import (
+    LLM_CALL_TYPE,
+    LLM_RESULT_TYPES,
+    EventStats,
+    TraceSummary,
+    bucket_index,
+    build_stats,
+    event_tokens,
+    is_failure_type,
+    sort_traces,
+    trace_agents,
+)
 from meshlog.store import AppendOutcome
 from meshlog.stores._planning import Duplicate, Planned, plan_append, recorded
 from meshlog.tokens import ApiToken
@@ -176,6 +187,35 @@ class MemoryStore:
         return build_stats(
             since, until, bucket_seconds, buckets=buckets.items(), by_type=types.items(), by_agent=agents.items()
         )
+
+    def traces(
+        self, tenant: str, since: datetime, until: datetime, limit: int, agent_id: str | None
+    ) -> list[TraceSummary]:
+        found: dict[str, list[RecordedEvent]] = {}
+        tokens: dict[str, int] = {}
+        with self._lock:
+            for row in self._rows:
+                e = row.event
+                if e.tenant == tenant and e.trace_id is not None and since <= e.recorded_at < until:
+                    found.setdefault(e.trace_id, []).append(e)
+                    if e.type in LLM_RESULT_TYPES:
+                        counted = event_tokens(e.type, json.loads(row.data_json))
+                        tokens[e.trace_id] = tokens.get(e.trace_id, 0) + counted
+        summaries = [
+            TraceSummary(
+                trace_id=trace_id,
+                started=min(e.recorded_at for e in events),
+                last=max(e.recorded_at for e in events),
+                events=len(events),
+                agents=trace_agents(e.agent_id for e in events),
+                llm_calls=sum(1 for e in events if e.type == LLM_CALL_TYPE),
+                tokens=tokens.get(trace_id, 0),
+                failures=sum(1 for e in events if is_failure_type(e.type)),
+            )
+            for trace_id, events in found.items()
+            if agent_id is None or any(e.agent_id == agent_id for e in events)
+        ]
+        return sort_traces(summaries)[:limit]
 
     def read_stream(
         self,

@@ -5,7 +5,8 @@ How it keeps the invariants:
 - Every append is one round trip: ``SELECT <schema>.append(requests)`` in autocommit mode. The function takes a
   transaction-scoped advisory lock, checks versions, idempotency keys and lineage, draws positions and inserts,
   so positions are assigned and committed in the same order (no reader skips an event) and a group of
-  requests costs one commit. See ``sql/postgres/0001_initial.sql``.
+  requests costs one commit. See ``sql/postgres/0001_initial.sql`` (and the function's current version in
+  ``0006_append_speed.sql``).
 - ``events`` is partitioned by month on ``recorded_at``; the store creates partitions months ahead on
   migration and again whenever the covered range runs short, and a default partition catches the rest, so an
   insert never fails for want of a partition.
@@ -45,7 +46,15 @@ from meshlog.errors import (
 from meshlog.events import RecordedEvent, StreamInfo, StreamState
 from meshlog.query import EventFilter, Order
 from meshlog.registry import Instance, InstanceChange
-from meshlog.stats import EventStats, build_stats
+from meshlog.stats import (
+    LLM_CALL_TYPE,
+    LLM_RESULT_TYPES,
+    EventStats,
+    TraceSummary,
+    build_stats,
+    failure_type_sql,
+    trace_agents,
+)
 from meshlog.store_async import AppendOutcome
 from meshlog.stores._sql import INSTANCE_COLUMNS, TOKEN_COLUMNS, order_by, where
 from meshlog.tokens import ApiToken
@@ -122,6 +131,33 @@ _STATS: Final = (
     " / %(us)s AS b, type, agent_id"
     " FROM {events} WHERE tenant = %(t)s AND recorded_at >= %(since)s AND recorded_at < %(until)s) AS w"
     " GROUP BY GROUPING SETS ((b), (type, agent_id))"
+)
+# meshlog.stats.event_tokens in SQL (NULL + n is NULL; numeric: no overflow). A key's count is a nested CASE, as
+# PostgreSQL may evaluate the operands of AND in any order and the cast fails on a string.
+_TOKENS: Final = "coalesce({total}, {input} + {output})".format(
+    **{
+        name: f"CASE WHEN jsonb_typeof(e.data -> '{key}') = 'number' THEN CASE WHEN (e.data ->> '{key}')::numeric >= 0"
+        f" THEN trunc((e.data ->> '{key}')::numeric) END END"
+        for name, key in (("total", "total_tokens"), ("input", "input_tokens"), ("output", "output_tokens"))
+    }
+)
+# One statement (one snapshot): the window as for _STATS grouped by trace with the cheap figures, the `limit` last
+# active kept (with an agent, those it took part in); then the agents, the failure rule and the tokens (payloads of
+# LLM responses) over those traces' events in the window only (the planner joins them through the trace index).
+# Trace ids sort by code point (COLLATE "C"), as in the other stores.
+_TRACES: Final = (
+    "WITH top AS (SELECT trace_id, min(recorded_at) AS lo, max(recorded_at) AS hi, count(*) AS n,"
+    f" count(*) FILTER (WHERE type = '{LLM_CALL_TYPE}') AS calls FROM {{events}}"
+    " WHERE tenant = %(t)s AND recorded_at >= %(since)s AND recorded_at < %(until)s AND trace_id IS NOT NULL"
+    " GROUP BY trace_id HAVING %(agent)s::text IS NULL OR count(*) FILTER (WHERE agent_id = %(agent)s) > 0"
+    ' ORDER BY hi DESC, trace_id COLLATE "C" LIMIT %(limit)s)'
+    " SELECT top.trace_id, top.lo, top.hi, top.n,"
+    " array_agg(DISTINCT e.agent_id) FILTER (WHERE e.agent_id IS NOT NULL), top.calls,"
+    f" coalesce(sum({_TOKENS}) FILTER (WHERE e.type IN {LLM_RESULT_TYPES!r}), 0),"
+    f" count(*) FILTER (WHERE {failure_type_sql('e.type')})"
+    " FROM top JOIN {events} AS e ON e.tenant = %(t)s AND e.trace_id = top.trace_id"
+    " AND e.recorded_at >= %(since)s AND e.recorded_at < %(until)s"
+    ' GROUP BY top.trace_id, top.lo, top.hi, top.n, top.calls ORDER BY top.hi DESC, top.trace_id COLLATE "C"'
 )
 _EXPECTED: Final = {StreamState.ANY: None, StreamState.NO_STREAM: -1, StreamState.STREAM_EXISTS: -2}
 
@@ -676,6 +712,25 @@ class AsyncPostgresStore:
                 types.append((kind, int(count)))
                 agents.append((agent, int(count)))
         return build_stats(since, until, bucket_seconds, buckets=buckets, by_type=types, by_agent=agents)
+
+    async def traces(
+        self, tenant: str, since: datetime, until: datetime, limit: int, agent_id: str | None
+    ) -> list[TraceSummary]:
+        params = {"t": tenant, "since": since, "until": until, "agent": agent_id, "limit": limit}
+        rows = await self._fetch(tenant, sql.SQL(_TRACES).format(events=self._events), params)
+        return [
+            TraceSummary(
+                trace_id=trace_id,
+                started=lo.astimezone(UTC),
+                last=hi.astimezone(UTC),
+                events=int(n),
+                agents=trace_agents(agents or ()),
+                llm_calls=int(calls),
+                tokens=int(tokens),
+                failures=int(failures),
+            )
+            for trace_id, lo, hi, n, agents, calls, tokens, failures in rows
+        ]
 
     async def read_stream(
         self,

@@ -32,7 +32,15 @@ from meshlog.errors import ConfigurationError, MeshlogError, StoreError, StoreUn
 from meshlog.events import RecordedEvent, StreamInfo
 from meshlog.query import EventFilter, Order
 from meshlog.registry import Instance, InstanceChange
-from meshlog.stats import EventStats, build_stats
+from meshlog.stats import (
+    LLM_CALL_TYPE,
+    LLM_RESULT_TYPES,
+    EventStats,
+    TraceSummary,
+    build_stats,
+    failure_type_sql,
+    trace_agents,
+)
 from meshlog.store import AppendOutcome
 from meshlog.stores._planning import Duplicate, Planned, plan_append, recorded
 from meshlog.stores._sql import EVENT_COLUMNS, INSTANCE_COLUMNS, TOKEN_COLUMNS, order_by, where
@@ -62,6 +70,41 @@ _STATS_TIMELINE: Final = (
 _STATS_KINDS: Final = (
     "SELECT type, agent_id, count(*) FROM events INDEXED BY events_recorded_at"
     " WHERE tenant = ? AND recorded_at >= ? AND recorded_at < ? GROUP BY type, agent_id"
+)
+
+
+def _token_count(key: str) -> str:
+    """A payload key's count for _TOKENS: a non-negative JSON number truncated to an integer, else NULL."""
+    value = f"json_extract(e.data, '$.{key}')"
+    return (
+        f"CASE WHEN json_type(e.data, '$.{key}') IN ('integer', 'real')"
+        f" THEN CASE WHEN {value} >= 0 THEN CAST({value} AS INTEGER) END END"
+    )
+
+
+# meshlog.stats.event_tokens in SQL (NULL + n is NULL); total() adds up as a float and never overflows.
+_TOKENS: Final = (
+    f"total(CASE WHEN e.type IN {LLM_RESULT_TYPES!r} THEN coalesce({_token_count('total_tokens')},"
+    f" {_token_count('input_tokens')} + {_token_count('output_tokens')}) END)"
+)
+
+# Two passes over the window's range of the (tenant, recorded_at) index, in one statement (one snapshot): the first
+# groups by trace with the cheap figures and keeps the `limit` last active (with an agent, HAVING keeps the traces
+# it took part in); the second reads the window again, probing those traces through an automatic index, for their
+# agents, failures and tokens (the payloads of their LLM responses). CROSS JOIN pins that order: looking up each kept
+# trace's events by the trace index instead costs a random row read per event (1.5 times slower on a window of
+# 100,000 events, and unbounded for long traces), while the second pass costs less than the first.
+_TRACES: Final = (
+    "WITH top AS (SELECT trace_id, min(recorded_at) AS lo, max(recorded_at) AS hi, count(*) AS n,"
+    f" sum(CASE WHEN type = '{LLM_CALL_TYPE}' THEN 1 ELSE 0 END) AS calls FROM events INDEXED BY events_recorded_at"
+    " WHERE tenant = ?1 AND recorded_at >= ?2 AND recorded_at < ?3 AND trace_id IS NOT NULL GROUP BY trace_id"
+    " HAVING ?4 IS NULL OR count(CASE WHEN agent_id = ?4 THEN 1 END) > 0 ORDER BY hi DESC, trace_id LIMIT ?5)"
+    " SELECT top.trace_id, top.lo, top.hi, top.n,"
+    " json_group_array(DISTINCT e.agent_id) FILTER (WHERE e.agent_id IS NOT NULL), top.calls,"
+    f" {_TOKENS}, sum(CASE WHEN {failure_type_sql('e.type')} THEN 1 ELSE 0 END)"
+    " FROM events AS e INDEXED BY events_recorded_at CROSS JOIN top ON e.trace_id = top.trace_id"
+    " WHERE e.tenant = ?1 AND e.recorded_at >= ?2 AND e.recorded_at < ?3"
+    " GROUP BY top.trace_id ORDER BY top.hi DESC, top.trace_id"
 )
 _PREFIXED_COLUMNS: Final = ", ".join(f"events.{c.strip()}" for c in EVENT_COLUMNS.split(","))
 # Parents are recorded before their children, so parent links never form a cycle.
@@ -467,6 +510,24 @@ class SqliteStore:
             by_type=types.items(),
             by_agent=agents.items(),
         )
+
+    def traces(
+        self, tenant: str, since: datetime, until: datetime, limit: int, agent_id: str | None
+    ) -> list[TraceSummary]:
+        rows = self._fetch(_TRACES, (tenant, _us(since), _us(until), agent_id, limit))
+        return [
+            TraceSummary(
+                trace_id=trace_id,
+                started=_dt(lo),
+                last=_dt(hi),
+                events=int(n),
+                agents=trace_agents(json.loads(agents)),
+                llm_calls=int(calls),
+                tokens=int(tokens),
+                failures=int(failures),
+            )
+            for trace_id, lo, hi, n, agents, calls, tokens, failures in rows
+        ]
 
     def read_stream(
         self,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import threading
 import time
 import uuid
@@ -28,6 +29,7 @@ from meshlog import (
     WrongExpectedVersion,
 )
 from meshlog.instances import Instances
+from meshlog.stats import event_tokens
 from meshlog.types import Mode, TypeRegistry, registry_of
 
 
@@ -639,6 +641,166 @@ class StoreConformance:
     ) -> None:
         with pytest.raises(ValidationError) as info:
             log.stats(**kwargs)
+        assert info.value.field == field
+        if rule is not None:
+            assert info.value.rule == rule
+
+    # -- traces -------------------------------------------------------------------------------------------------
+    def test_traces_sum_up_each_trace_last_active_first(self, log: EventLog) -> None:
+        written = [
+            ("plan", "llm.call", "orchestrator"),
+            ("plan", "llm.response", "orchestrator"),
+            ("build", "llm.call", "coder"),
+            ("build", "tool.call", "coder"),
+            ("build", "llm.error", "coder"),
+            ("build", "Build-Failed", None),
+            ("plan", "task.result.failure", "tester"),
+            ("deploy", "deployment_failed", "deployer"),
+            ("deploy", "llm.call", None),
+            (None, "llm.error", "coder"),  # no trace: left out
+            ("build", "task.progress", "reviewer"),
+        ]
+        events = [log.emit(kind, trace_id=trace, agent_id=agent) for trace, kind, agent in written]
+        since = events[0].recorded_at
+        until = events[-1].recorded_at + timedelta(seconds=1)
+        traces = log.traces(since=since, until=until)
+        last = {t: max(e.recorded_at for e in events if e.trace_id == t) for t in ("plan", "build", "deploy")}
+        expected_order = sorted(sorted(last), key=lambda t: last[t], reverse=True)
+        assert [t.trace_id for t in traces] == expected_order
+        by_id = {t.trace_id: t for t in traces}
+        for trace_id in expected_order:
+            mine = [e for e in events if e.trace_id == trace_id]
+            summary = by_id[trace_id]
+            assert (summary.started, summary.last, summary.events) == (
+                min(e.recorded_at for e in mine),
+                max(e.recorded_at for e in mine),
+                len(mine),
+            )
+        got = {t.trace_id: (t.events, t.agents, t.llm_calls, t.failures) for t in traces}
+        assert got == {
+            "plan": (3, ("orchestrator", "tester"), 1, 1),
+            "build": (5, ("coder", "reviewer"), 1, 2),
+            "deploy": (2, ("deployer",), 1, 1),
+        }
+
+    def test_traces_count_failures_by_type_as_stats_do(self, log: EventLog) -> None:
+        kinds = [
+            "llm.error", "task.result.failure", "deployment_failed", "Build-Failed", "tool:ERROR", "job/failure",
+            "error", "Error.Occurred", "deploy.failed",
+            "errors", "failed", "terror", "llm.errors", "failure_count", "llm.call", "error.handled",
+        ]  # fmt: skip
+        log.emit_batch([NewEvent(type=kind, trace_id="mixed") for kind in kinds])
+        (summary,) = log.traces()
+        assert (summary.events, summary.llm_calls, summary.failures) == (len(kinds), 1, 9)
+        assert summary.failures == log.stats().failures
+
+    def test_traces_add_up_the_tokens_of_llm_responses(self, log: EventLog) -> None:
+        written: list[tuple[str, dict[str, Any], int]] = [
+            ("llm.call", {"total_tokens": 999}, 0),  # a call's payload does not count
+            ("llm.response", {"total_tokens": 120, "input_tokens": 100, "output_tokens": 1}, 120),
+            ("llm.response", {"input_tokens": 30, "output_tokens": 12}, 42),
+            ("llm.error", {"total_tokens": 5}, 5),
+            ("llm.response", {"total_tokens": -3, "input_tokens": 1, "output_tokens": 2}, 3),
+            ("llm.response", {"total_tokens": None, "input_tokens": 4, "output_tokens": 4.5}, 8),
+            ("llm.response", {"total_tokens": 7.9}, 7),
+            ("llm.response", {"total_tokens": "100"}, 0),
+            ("llm.response", {"total_tokens": True, "input_tokens": 10}, 0),
+            ("llm.response", {"total_tokens": {"n": 1}}, 0),
+            ("tool.result", {"total_tokens": 50}, 0),
+        ]
+        log.emit_batch([NewEvent(type=kind, data=data, trace_id="tokens") for kind, data, _ in written])
+        log.emit("llm.call", {"model": "m"}, trace_id="no-tokens")
+        by_id = {t.trace_id: t for t in log.traces()}
+        assert by_id["tokens"].tokens == sum(n for _, _, n in written) == 185
+        assert by_id["tokens"].tokens == sum(event_tokens(kind, data) for kind, data, _ in written)
+        assert (by_id["no-tokens"].tokens, by_id["no-tokens"].llm_calls) == (0, 1)
+
+    def test_traces_window_is_since_inclusive_until_exclusive(self, log: EventLog) -> None:
+        first = log.emit("step", trace_id="long", agent_id="early")
+        time.sleep(0.01)
+        second = log.emit("step", trace_id="long", agent_id="late")
+        (head,) = log.traces(since=first.recorded_at, until=second.recorded_at)
+        assert (head.started, head.last, head.events, head.agents) == (
+            first.recorded_at,
+            first.recorded_at,
+            1,
+            ("early",),
+        )
+        (tail,) = log.traces(since=second.recorded_at, until=second.recorded_at + timedelta(microseconds=1))
+        assert (tail.started, tail.last, tail.events, tail.agents) == (
+            second.recorded_at,
+            second.recorded_at,
+            1,
+            ("late",),
+        )
+        old = datetime(2020, 1, 1, tzinfo=UTC)
+        assert log.traces(since=old, until=old + timedelta(days=7)) == []
+
+    def test_traces_default_to_the_last_hour(self, log: EventLog) -> None:
+        e = log.emit("a", trace_id="now")
+        assert [(t.trace_id, t.started) for t in log.traces()] == [("now", e.recorded_at)]
+        assert log.traces(until=e.recorded_at - timedelta(hours=2)) == []
+
+    def test_traces_of_an_agent(self, log: EventLog) -> None:
+        log.emit("x", trace_id="t1", agent_id="coder")
+        log.emit("llm.call", trace_id="t1", agent_id="tester")
+        log.emit("x", trace_id="t2", agent_id="tester")
+        log.emit("x", trace_id="t3", agent_id="coder")
+        log.emit("x", agent_id="tester")  # no trace
+        tester = log.traces(agent_id="tester")
+        assert [t.trace_id for t in tester] == [t.trace_id for t in log.traces() if t.trace_id in ("t1", "t2")]
+        t1 = next(t for t in tester if t.trace_id == "t1")
+        assert (t1.events, t1.agents, t1.llm_calls) == (2, ("coder", "tester"), 1)  # every agent's events count
+        assert log.traces(agent_id="nobody") == []
+
+    def test_traces_limit_keeps_the_last_active(self, log: EventLog) -> None:
+        for i in range(6):
+            log.emit("x", trace_id=f"run-{i}")
+        log.emit_batch([NewEvent(type="x", trace_id=t) for t in ("tie-c", "tie-a", "tie-b")])
+        every = log.traces()
+        assert len(every) == 9
+        assert [t.last for t in every] == sorted((t.last for t in every), reverse=True)
+        for newer, older in itertools.pairwise(every):
+            assert newer.last > older.last or newer.trace_id < older.trace_id  # ties by trace id
+        assert log.traces(limit=4) == every[:4]
+        assert log.traces(limit=1) == every[:1]
+
+    def test_traces_name_at_most_ten_agents(self, log: EventLog) -> None:
+        agents = [f"agent-{i:02d}" for i in range(12, 0, -1)]
+        log.emit_batch([NewEvent(type="x", trace_id="crowd", agent_id=a) for a in agents for _ in range(2)])
+        (crowd,) = log.traces()
+        assert crowd.agents == tuple(sorted(agents)[:10]) and crowd.events == 24
+
+    def test_traces_stay_in_the_tenant(self, make_log: LogFactory) -> None:
+        a, b = make_log("tenant-a"), make_log("tenant-b")
+        a.emit("llm.error", agent_id="secret-agent", trace_id="shared")
+        a.emit("x", trace_id="only-a")
+        b.emit("y", agent_id="mine", trace_id="shared")
+        (theirs,) = b.traces()
+        assert (theirs.trace_id, theirs.events, theirs.agents, theirs.failures) == ("shared", 1, ("mine",), 0)
+        assert b.traces(agent_id="secret-agent") == []
+        assert sorted(t.trace_id for t in a.traces()) == ["only-a", "shared"]
+
+    @pytest.mark.parametrize(
+        ("kwargs", "field", "rule"),
+        [
+            ({"since": datetime(2026, 1, 1)}, "since", "aware"),
+            ({"until": datetime(2026, 1, 1)}, "until", "aware"),
+            ({"since": datetime(2026, 1, 2, tzinfo=UTC), "until": datetime(2026, 1, 1, tzinfo=UTC)}, "until", None),
+            ({"since": datetime(2026, 1, 1, tzinfo=UTC), "until": datetime(2026, 1, 1, tzinfo=UTC)}, "until", None),
+            ({"since": datetime(2026, 1, 1, tzinfo=UTC), "until": datetime(2026, 1, 9, tzinfo=UTC)}, "since", None),
+            ({"limit": 0}, "limit", "range"),
+            ({"limit": 501}, "limit", "range"),
+            ({"limit": True}, "limit", "range"),
+            ({"agent_id": ""}, "agent_id", "non_empty"),
+            ({"agent_id": "a\x00b"}, "agent_id", "no_nul"),
+        ],
+    )
+    def test_traces_validate_their_arguments(
+        self, log: EventLog, kwargs: dict[str, Any], field: str, rule: str | None
+    ) -> None:
+        with pytest.raises(ValidationError) as info:
+            log.traces(**kwargs)
         assert info.value.field == field
         if rule is not None:
             assert info.value.rule == rule

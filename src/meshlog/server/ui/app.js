@@ -10,6 +10,7 @@ import * as overview from "./pages/overview.js";
 import * as stream from "./pages/stream.js";
 import * as streams from "./pages/streams.js";
 import * as trace from "./pages/trace.js";
+import * as traces from "./pages/traces.js";
 
 /** [pattern, page, nav section]: a pattern's ":name" segments become the page's path arguments (decoded). */
 const ROUTES = [
@@ -17,8 +18,8 @@ const ROUTES = [
   ["/events", events, "events"],
   ["/events/:id", eventPage, "events"],
   ["/lineage/:id", lineage, "events"],
-  ["/traces", trace, "events"],
-  ["/traces/:id", trace, "events"],
+  ["/traces", traces, "traces"],
+  ["/traces/:id", trace, "traces"],
   ["/streams", streams, "streams"],
   ["/streams/:name", stream, "streams"],
   ["/instances", instances, "instances"],

@@ -155,7 +155,8 @@ export function badge(status) {
 
 /** Whether an event type names a failure (as the server's stats count them). */
 export function isFailure(type) {
-  return /(\.error|\.failure|\.failed|_error|_failure|_failed)$/.test(type || "");
+  const kind = (type || "").toLowerCase().replace(/[.\-/:]/g, "_");
+  return kind === "error" || kind === "error_occurred" || /_(error|failure|failed)$/.test(kind);
 }
 
 /** A page heading with an optional subtitle; sets the document title too. */

@@ -4,8 +4,8 @@
 import { get } from "../api.js";
 import { ago, h, heading, link, num, replace, route, svg, time } from "../dom.js";
 
-/** The windows offered, with a bucket that gives about 60 bars. */
-const WINDOWS = {
+/** The windows offered, with a bucket that gives about 60 bars (the traces page offers the same windows). */
+export const WINDOWS = {
   "15m": { label: "15 minutes", ms: 15 * 60_000, bucket: "15s" },
   "1h": { label: "hour", ms: 3_600_000, bucket: "1m" },
   "6h": { label: "6 hours", ms: 6 * 3_600_000, bucket: "6m" },
@@ -32,6 +32,7 @@ export async function render({ main, params, signal }) {
     ),
   );
   const refresh = h("a", { class: "button quiet", href: route("/", { window: key, t: Date.now() }) }, "Refresh");
+  const traces = h("a", { class: "button quiet", id: "to-traces", href: route("/traces", { window: key }) }, "Recent traces");
 
   const chartBox = h("div", { class: "chart" });
   const active = instances.filter((i) => i.status === "active");
@@ -65,7 +66,7 @@ export async function render({ main, params, signal }) {
   replace(
     main,
     heading("Overview", `What was recorded in the last ${win.label}: `, time(stats.since), " – ", time(stats.until)),
-    h("div", { class: "toolbar" }, picker, refresh),
+    h("div", { class: "toolbar" }, picker, h("div", { class: "row" }, traces, refresh)),
     cards,
     h(
       "section",

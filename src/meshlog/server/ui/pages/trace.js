@@ -2,15 +2,11 @@
 // markers, errors in red; a row opens the details (model, tokens, finish reason, error, prompt and response).
 
 import { get } from "../api.js";
-import { badge, dl, duration, h, heading, link, num, replace, route, time } from "../dom.js";
+import { badge, dl, duration, h, heading, link, num, replace, time } from "../dom.js";
 
 const enc = encodeURIComponent;
 
 export async function render({ main, args, params, signal }) {
-  if (!args.id) {
-    openForm(main);
-    return;
-  }
   const trace = await get(`v1/traces/${enc(args.id)}/spans`, {}, { signal });
   const spans = trace.spans;
   const total = Math.max(1, Date.parse(trace.end) - Date.parse(trace.start));
@@ -42,6 +38,7 @@ export async function render({ main, args, params, signal }) {
     h(
       "nav",
       { class: "actions", "aria-label": "Related views" },
+      link("/traces", {}, "Recent traces"),
       link("/events", { trace_id: trace.trace_id, order: "asc" }, "Events of this trace"),
       h("a", { href: `v1/traces/${enc(trace.trace_id)}/narrative` }, "Narrative (Markdown)"),
       onlyTimed
@@ -60,27 +57,6 @@ export async function render({ main, args, params, signal }) {
       h("span", { class: "key status-error" }, "error"),
     ),
     h("div", { class: "card waterfall-card" }, list),
-  );
-}
-
-function openForm(main) {
-  const input = h("input", { id: "trace-id", name: "trace", required: true, autocomplete: "off" });
-  replace(
-    main,
-    heading("Traces", "Open a trace by its id (the trace column of the events list links here too)."),
-    h(
-      "form",
-      {
-        class: "card row",
-        onsubmit: (e) => {
-          e.preventDefault();
-          if (input.value.trim()) window.location.hash = route(`/traces/${enc(input.value.trim())}`);
-        },
-      },
-      h("label", { for: "trace-id" }, "Trace id"),
-      input,
-      h("button", { type: "submit" }, "Open"),
-    ),
   );
 }
 
