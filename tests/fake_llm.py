@@ -12,19 +12,24 @@ What it answers depends on the model name:
 - anything else: the text ``TEXT`` (``CHUNKS`` chunks when streamed).
 
 Usage is reported with cached input tokens and reasoning tokens (OpenAI) or cache reads and writes (Anthropic).
+
+Run as a program (``python tests/fake_llm.py``, or ``python -m fake_llm`` with tests/ on the path) it serves in a
+process of its own, prints its base URL on the first line and stops when its standard input is closed: the
+benchmarks use it so that the server does not share the measured process's interpreter.
 """
 
 from __future__ import annotations
 
 import contextlib
 import json
+import sys
 import threading
 import time
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
-__all__ = ["CHUNKS", "TEXT", "USAGE", "FakeLlmServer", "fake_llm_server"]
+__all__ = ["CHUNKS", "TEXT", "USAGE", "FakeLlmServer", "fake_llm_server", "main"]
 
 TEXT = "Hello from the fake model."
 CHUNKS = ["Hello", " from", " the", " fake", " model."]
@@ -37,6 +42,7 @@ class FakeLlmServer:
 
     def __init__(self) -> None:
         self.requests: list[tuple[str, dict[str, Any]]] = []
+        self.keep_requests = True
         self.chunk_delay = 0.0
         handler = _handler(self)
         self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), handler)
@@ -66,6 +72,14 @@ def fake_llm_server() -> Iterator[FakeLlmServer]:
         server.stop()
 
 
+def main() -> None:
+    """Serve until standard input is closed; the first line printed is the base URL."""
+    with fake_llm_server() as server:
+        server.keep_requests = False  # a long benchmark would otherwise keep every request body
+        print(server.base_url, flush=True)
+        sys.stdin.read()
+
+
 def _handler(server: FakeLlmServer) -> type[BaseHTTPRequestHandler]:
     class Handler(BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"
@@ -78,7 +92,8 @@ def _handler(server: FakeLlmServer) -> type[BaseHTTPRequestHandler]:
             length = int(self.headers.get("content-length") or 0)
             body: dict[str, Any] = json.loads(self.rfile.read(length) or b"{}")
             path = self.path.split("?")[0]
-            server.requests.append((path, body))
+            if server.keep_requests:
+                server.requests.append((path, body))
             model = str(body.get("model", ""))
             try:
                 if model.startswith("fake-error-"):
@@ -298,3 +313,7 @@ def _handler(server: FakeLlmServer) -> type[BaseHTTPRequestHandler]:
             self._sse({"type": "message_stop"}, "message_stop")
 
     return Handler
+
+
+if __name__ == "__main__":
+    main()

@@ -224,6 +224,36 @@ def test_writer_batches_and_counts(tmp_path: Path) -> None:
         assert [e.data["name"] for e in everything(log)] == [f"s{i}" for i in range(500)]
 
 
+def test_pending_events_are_built_in_queue_order_and_a_failing_one_is_counted(tmp_path: Path) -> None:
+    from meshlog.events import NewEvent
+    from meshlog.tracing._context import new_event
+    from meshlog.tracing._writer import PendingEvent
+
+    class Pending(PendingEvent):
+        __slots__ = ("name",)
+
+        def __init__(self, name: str) -> None:
+            self.name = name
+
+        def build(self) -> NewEvent | None:
+            if self.name == "bad":
+                raise ValueError("cannot build")
+            return (
+                None if self.name == "none" else new_event("span.start", {"name": self.name}, ctx=None, parent_id=None)
+            )
+
+    with meshlog.connect(f"sqlite:///{tmp_path / 'w.db'}") as log:
+        writer = Writer(log=log, spool=False)
+        for name in ("a", "bad", "none", "b"):
+            writer.enqueue(Pending(name))
+        writer.enqueue(new_event("span.start", {"name": "c"}, ctx=None, parent_id=None))
+        assert writer.flush(30)
+        stats = writer.stats()
+        writer.close()
+        assert (stats.enqueued, stats.written, stats.errors) == (5, 3, 1)
+        assert [e.data["name"] for e in everything(log)] == ["a", "b", "c"]
+
+
 def test_a_full_queue_drops_and_counts_never_blocks(tmp_path: Path) -> None:
     from meshlog.tracing._context import new_event
 

@@ -236,6 +236,34 @@ def test_full_payloads_go_through_the_redaction_hook(llm: FakeLlmServer, log: me
     assert seen == ["system", "prompt", "response"]
 
 
+def test_the_call_is_recorded_as_it_was_made(llm: FakeLlmServer, log: meshlog.EventLog) -> None:
+    # The writer thread summarizes the call later: appending to the messages, or rewriting one, right after it
+    # must not show.
+    tracing.configure(log=log, spool=False, log_full_payload=True)
+    messages: list[Any] = [dict(message) for message in MESSAGES]
+    reply = openai_client(llm).chat.completions.create(model="gpt-test", messages=messages)
+    messages[-1]["content"] = "Say hello again, and again."
+    messages.append({"role": "assistant", "content": reply.choices[0].message.content})
+    messages.append({"role": "user", "content": "And again."})
+    call, response = call_and_answer(log)
+    assert call["message_count"] == 2 and call["prompt_length"] == len("Say hello.")
+    assert "again" not in call["prompt"] and response["response"] == TEXT
+
+
+def test_a_call_that_cannot_be_summarized_writes_nothing_and_is_counted(
+    llm: FakeLlmServer, log: meshlog.EventLog
+) -> None:
+    class Message(dict[str, Any]):
+        def get(self, key: str, default: Any = None) -> Any:
+            raise RuntimeError("unreadable")
+
+    messages: list[Any] = [Message(role="user", content="Hi")]
+    reply = openai_client(llm).chat.completions.create(model="gpt-test", messages=messages)
+    assert reply.choices[0].message.content == TEXT
+    assert tracing.flush(30)
+    assert log.query(limit=10).events == [] and tracing.stats().errors == 1
+
+
 def test_untraced_without_a_store(llm: FakeLlmServer, monkeypatch: pytest.MonkeyPatch) -> None:
     for name in ("MESHLOG_URL", "DATABASE_URL", "PG_PRIMARY_URL"):
         monkeypatch.delenv(name, raising=False)

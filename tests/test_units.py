@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
+import time
 import types
 import uuid
 from pathlib import Path
@@ -26,6 +28,33 @@ def test_uuid7_is_version_7_and_strictly_increasing() -> None:
     assert all(uuid.UUID(i).version == 7 and uuid.UUID(i).variant == uuid.RFC_4122 for i in ids)
     assert ids == sorted(ids)
     assert len(set(ids)) == len(ids)
+
+
+def test_uuid7_random_parts_differ_across_the_pool_refills() -> None:
+    # 74 random bits per id, drawn from the pool 400 ids at a time: over several refills no two ids share them.
+    ids = [uuid.UUID(uuid7()).int for _ in range(2000)]
+    randoms = [(i >> 64 & 0xFFF) << 62 | (i & ((1 << 62) - 1)) for i in ids]
+    assert len(set(randoms)) == len(randoms)
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
+def test_a_forked_child_makes_ids_of_its_own(monkeypatch: pytest.MonkeyPatch) -> None:
+    # The clock stands still, so parent and child make their ids in the same millisecond as the parent's last.
+    now = time.time_ns()
+    monkeypatch.setattr(meshlog.events, "time", types.SimpleNamespace(time_ns=lambda: now))
+    uuid7()  # the parent has a sequence and random bytes left in its pool
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - the child
+        os.write(write, "\n".join(uuid7() for _ in range(200)).encode())
+        os._exit(0)
+    os.close(write)
+    mine = {uuid7() for _ in range(200)}
+    with os.fdopen(read) as pipe:
+        theirs = set(pipe.read().split())
+    os.waitpid(pid, 0)
+    assert len(theirs) == 200
+    assert mine.isdisjoint(theirs)
 
 
 def test_default_stream() -> None:

@@ -165,6 +165,34 @@ _uuid7_last_ms = 0
 _uuid7_last_rand = 0
 _RAND_BITS: Final = 74
 _RAND_MAX: Final = (1 << _RAND_BITS) - 1
+_RANDOM_BYTES: Final = 4000
+_random_pool = b""
+_random_offset = 0
+
+
+def _random_part() -> int:
+    """74 bits from the operating system's CSPRNG, read 4,000 bytes (400 ids) at a time: ``os.urandom`` releases
+    the interpreter lock, and a thread that gives it up waits for whichever thread takes it (up to the switch
+    interval, 5 ms) to get it back, so reading it once per id put that wait on the path of every traced call.
+    Called under ``_uuid7_lock``."""
+    global _random_pool, _random_offset
+    if _random_offset + 10 > len(_random_pool):
+        _random_pool, _random_offset = os.urandom(_RANDOM_BYTES), 0
+    start = _random_offset
+    _random_offset += 10
+    return int.from_bytes(_random_pool[start : start + 10]) & _RAND_MAX
+
+
+def _forget_after_fork() -> None:
+    """A forked child must not draw the parent's remaining random bytes or continue its sequence: both would
+    make the ids the parent makes next."""
+    global _uuid7_lock, _uuid7_last_ms, _uuid7_last_rand, _random_pool, _random_offset
+    _uuid7_lock = threading.Lock()
+    _uuid7_last_ms = _uuid7_last_rand = _random_offset = 0
+    _random_pool = b""
+
+
+os.register_at_fork(after_in_child=_forget_after_fork)
 
 
 def uuid7() -> str:
@@ -177,13 +205,13 @@ def uuid7() -> str:
     ms = time.time_ns() // 1_000_000
     with _uuid7_lock:
         if ms > _uuid7_last_ms:
-            rand = int.from_bytes(os.urandom(10)) & _RAND_MAX
+            rand = _random_part()
         else:
             ms = _uuid7_last_ms
             rand = _uuid7_last_rand + 1
             if rand > _RAND_MAX:
                 ms += 1
-                rand = int.from_bytes(os.urandom(10)) & _RAND_MAX
+                rand = _random_part()
         _uuid7_last_ms, _uuid7_last_rand = ms, rand
     value = (ms & 0xFFFF_FFFF_FFFF) << 80 | 0x7 << 76 | (rand >> 62) << 64 | 0b10 << 62 | (rand & ((1 << 62) - 1))
     h = f"{value:032x}"

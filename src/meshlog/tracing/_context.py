@@ -279,8 +279,10 @@ def new_event(
     parent_id: str | None,
     attributes: Mapping[str, Any] | None = None,
     event_id: str | None = None,
+    occurred_at: datetime | None = None,
 ) -> NewEvent:
-    """A tracing event with its id and idempotency key fixed now (so every attempt to write it is the same)."""
+    """A tracing event with its id and idempotency key fixed now (so every attempt to write it is the same);
+    ``event_id`` and ``occurred_at`` default to a new id and the current time."""
     event_id = event_id or uuid7()
     metadata: dict[str, Any] | None = None
     if attributes:
@@ -302,7 +304,7 @@ def new_event(
         # The parent may be written in a later batch, spooled, or refused: never let that refuse the child.
         external_parent=parent_id is not None,
         idempotency_key=KEY_PREFIX + event_id,
-        occurred_at=datetime.now(UTC),
+        occurred_at=occurred_at or datetime.now(UTC),
         id=event_id,
     )
 

@@ -5,9 +5,15 @@ Why each part is there:
 - **The caller only enqueues.** :meth:`Writer.enqueue` appends to a bounded deque and wakes the thread: no I/O,
   no lock on the common path, never an exception. A full queue refuses the event and counts it (``dropped``),
   with a warning in the log: nothing is lost silently.
-- **Ids and idempotency keys are fixed before the event is queued** (by :func:`meshlog.tracing._context.new_event`),
-  so every later attempt (a retry, a delivery from the spool, a resend after a crash) carries the same ones and
-  the store writes each event at most once.
+- **Ids are fixed once, before the first attempt to write an event** (by :func:`meshlog.tracing._context.new_event`,
+  in the caller's thread for a queued :class:`~meshlog.events.NewEvent`, here for a :class:`PendingEvent`), and
+  the idempotency key is made from the id (``trace:<id>``), so every later attempt (a retry, a delivery from the
+  spool, a resend after a crash) carries the same ones and the store writes each event at most once.
+- **An event may be built here.** A :class:`PendingEvent` is queued with its times and trace context fixed and
+  only the raw values the caller had (an LLM call's arguments, the client's response object); the thread builds
+  the :class:`~meshlog.events.NewEvent` from them, once, just before writing it, so the traced call pays for taking
+  references, not for summarizing a request or a response nor for making ids. A pending event that fails to build
+  is counted in ``errors`` and left out.
 - **Batches.** The thread writes what is queued with ``emit_batch`` (at most ``batch_size`` events at a time),
   in queue order, so a parent span's event is always written before, or in the same batch ahead of, its
   children's. A batch the store refuses for good (a bad event) is written event by event, so one bad event does
@@ -45,7 +51,7 @@ if TYPE_CHECKING:
     from meshlog.log import EventLog
     from meshlog.spool import Spool, SpoolEntry
 
-__all__ = ["DEFAULT_SPOOL", "TracingStats", "Writer", "decode_events", "encode_events"]
+__all__ = ["DEFAULT_SPOOL", "PendingEvent", "TracingStats", "Writer", "decode_events", "encode_events"]
 
 logger = logging.getLogger("meshlog.tracing")
 
@@ -81,6 +87,16 @@ class TracingStats:
 
     def to_dict(self) -> dict[str, int]:
         return {name: getattr(self, name) for name in self.__slots__}
+
+
+class PendingEvent:
+    """An event the writer thread builds, from values the caller captured, just before it is written."""
+
+    __slots__ = ()
+
+    def build(self) -> NewEvent | None:
+        """The event, with the id fixed when it was queued; None to write nothing."""
+        raise NotImplementedError
 
 
 class _Counters:
@@ -140,7 +156,7 @@ class Writer:
         self._spool_dirty = False
         self._spool_checked = False
         self._next_probe = 0.0
-        self._queue: collections.deque[NewEvent] = collections.deque()
+        self._queue: collections.deque[NewEvent | PendingEvent] = collections.deque()
         self._wake = threading.Event()
         self._idle = threading.Condition()
         self._busy = False
@@ -156,9 +172,10 @@ class Writer:
         return f"<meshlog.tracing.Writer {target}>"
 
     # -- the caller's side ----------------------------------------------------------------------------------------
-    def enqueue(self, event: NewEvent) -> bool:
-        """Queue one event (its id and idempotency key already set). Never raises, never blocks; False when the
-        event was refused (queue full or writer closed), which is counted and logged."""
+    def enqueue(self, event: NewEvent | PendingEvent) -> bool:
+        """Queue one event (its id and idempotency key already set, or to be built by the writer thread). Never
+        raises, never blocks; False when the event was refused (queue full or writer closed), which is counted and
+        logged."""
         queue = self._queue
         if len(queue) >= self.max_queue or self._closed:
             self._counts.add("dropped")
@@ -236,16 +253,18 @@ class Writer:
             thread.join(max(0.0, min(1.0, timeout)))
         if not done or self._queue:
             # The store did not answer in time: keep the rest on disk rather than lose it.
-            rest: list[NewEvent] = []
+            rest: list[NewEvent | PendingEvent] = []
             while self._queue:
                 try:
                     rest.append(self._queue.popleft())
                 except IndexError:
                     break
             for start in range(0, len(rest), self.batch_size):
-                batch = rest[start : start + self.batch_size]
-                self._counts.processed += len(batch)
-                self._spool_batch(batch, "the store did not answer before exit")
+                items = rest[start : start + self.batch_size]
+                self._counts.processed += len(items)
+                batch = self._built(items)
+                if batch:
+                    self._spool_batch(batch, "the store did not answer before exit")
         if thread is None or not thread.is_alive():
             self._close_resources()
         return done
@@ -254,21 +273,26 @@ class Writer:
     def _run(self) -> None:
         while True:
             self._wake.wait(self.probe_interval)
-            self._wake.clear()
             if self.linger and self._queue and not self._stopping:
                 self._hurry.wait(self.linger)
+            # Cleared only now: while the thread lingers, the events queued find it set and skip signalling it
+            # (an Event.set() per event, in the caller's thread). An event queued after this point is either
+            # taken by the loop below or finds it clear and sets it.
+            self._wake.clear()
             self._hurry.clear()
             with self._idle:
                 self._busy = True
             try:
                 self._check_spool_once()
                 while self._queue:
-                    batch: list[NewEvent] = []
+                    items: list[NewEvent | PendingEvent] = []
                     queue = self._queue
-                    while queue and len(batch) < self.batch_size:
-                        batch.append(queue.popleft())
-                    self._counts.processed += len(batch)
-                    self._write(batch)
+                    while queue and len(items) < self.batch_size:
+                        items.append(queue.popleft())
+                    self._counts.processed += len(items)
+                    batch = self._built(items)
+                    if batch:
+                        self._write(batch)
                 if self._spool_dirty and time.monotonic() >= self._next_probe:
                     self._drain_spool()
             except Exception:  # pragma: no cover - a bug: counted, logged, and the thread goes on
@@ -280,6 +304,23 @@ class Writer:
                     self._idle.notify_all()
             if self._stopping and not self._queue:
                 return
+
+    def _built(self, items: list[NewEvent | PendingEvent]) -> list[NewEvent]:
+        """The events of ``items``, pending ones built now (in queue order; one that fails is counted and left out)."""
+        events: list[NewEvent] = []
+        for item in items:
+            if isinstance(item, NewEvent):
+                events.append(item)
+                continue
+            try:
+                event = item.build()
+            except Exception:
+                self._counts.add("errors")
+                logger.debug("meshlog could not build a tracing event", exc_info=True)
+                continue
+            if event is not None:
+                events.append(event)
+        return events
 
     def _write(self, batch: list[NewEvent]) -> None:
         if self._spool_dirty:

@@ -188,15 +188,15 @@ def _traced_manager_class(base: Any, *, is_async: bool) -> type:
         return cls
     hooks = _MessagesHooks()
 
-    def request_of(self: Any) -> LlmRequest:
-        request = hooks.request(dict(self._meshlog_kwargs))
+    def request_of(kwargs: dict[str, Any]) -> LlmRequest:
+        request = hooks.request(kwargs)
         request.stream = True
         return request
 
     if is_async:
 
         async def __aenter__(self: Any) -> Any:
-            record = CallRecord.start(lambda: request_of(self))
+            record = CallRecord.start(request_of, self._meshlog_kwargs)
             if record is None:
                 return await base.__aenter__(self)
             try:
@@ -210,7 +210,7 @@ def _traced_manager_class(base: Any, *, is_async: bool) -> type:
     else:
 
         def __enter__(self: Any) -> Any:
-            record = CallRecord.start(lambda: request_of(self))
+            record = CallRecord.start(request_of, self._meshlog_kwargs)
             if record is None:
                 return base.__enter__(self)
             try:

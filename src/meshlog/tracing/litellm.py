@@ -77,7 +77,7 @@ def _traced_stream_class(base: Any) -> type:
 def _finish(record: CallRecord, response: Any) -> None:
     try:
         if hasattr(response, "choices") or not (hasattr(response, "__next__") or hasattr(response, "__anext__")):
-            record.respond(lambda: chat_result(response))
+            record.respond(functools.partial(chat_result, response))
             return
         observer = StreamObserver(record, ChatAccumulator())
         response._meshlog_observer = observer
@@ -96,7 +96,7 @@ def wrap_completion(fn: Callable[..., Any]) -> Callable[..., Any]:
 
         @functools.wraps(fn)
         async def traced_async(*args: Any, **kwargs: Any) -> Any:
-            record = CallRecord.start(lambda: _request(_kwargs(args, kwargs)))
+            record = CallRecord.start(_request, _kwargs(args, kwargs))
             if record is None:
                 return await fn(*args, **kwargs)
             try:
@@ -112,7 +112,7 @@ def wrap_completion(fn: Callable[..., Any]) -> Callable[..., Any]:
 
     @functools.wraps(fn)
     def traced(*args: Any, **kwargs: Any) -> Any:
-        record = CallRecord.start(lambda: _request(_kwargs(args, kwargs)))
+        record = CallRecord.start(_request, _kwargs(args, kwargs))
         if record is None:
             return fn(*args, **kwargs)
         try:
