@@ -1,5 +1,5 @@
-"""``POST /v1/events`` is served in front of FastAPI's router (``_EventsFastPath``): its answers, metrics and
-OpenAPI description must be exactly those of the route it stands for. Two servers on fresh SQLite files get
+"""``POST /v1/events`` is served before FastAPI sees the request (``MeshlogApp.events_fast_path``): its answers,
+metrics and OpenAPI description must be exactly those of the route it stands for. Two servers on fresh SQLite files get
 the same requests, one with the fast path and one without, and must answer alike."""
 
 from __future__ import annotations
@@ -10,14 +10,15 @@ import json
 import re
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, cast
+from typing import Any
 
 import httpx
 import pytest
 from fastapi import FastAPI
 
+import meshlog.server.app
 from meshlog.server import app_from_options, create_app
-from meshlog.server.app import _EventsFastPath
+from meshlog.server.app import MeshlogApp
 from meshlog.server.runner import GC_THRESHOLD, settled_heap
 from server_helpers import running_app
 
@@ -55,8 +56,9 @@ REQUESTS: list[tuple[str, bytes]] = [
 
 def _app(url: str, *, fast: bool) -> FastAPI:
     app = create_app(url, max_body_bytes=MAX_BODY, max_batch=MAX_BATCH)
+    assert isinstance(app, MeshlogApp) and app.events_fast_path is not None
     if not fast:
-        app.user_middleware = [m for m in app.user_middleware if m.cls is not cast(Any, _EventsFastPath)]
+        app.events_fast_path = None
     return app
 
 
@@ -113,6 +115,20 @@ def test_answers_as_the_route_does(servers: tuple[httpx.Client, httpx.Client]) -
     ]
     assert counted[0] == counted[1]
     assert any('route="/v1/events"' in line and line.endswith(f" {float(len(REQUESTS))}") for line in counted[0])
+
+
+def test_an_unexpected_error_is_answered_as_the_route_does(
+    servers: tuple[httpx.Client, httpx.Client], monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    async def broken(*args: Any, **kwargs: Any) -> dict[str, Any]:
+        raise RuntimeError("a bug")
+
+    monkeypatch.setattr(meshlog.server.app, "append_events", broken)
+    answers = [client.post("/v1/events", json={"type": "x"}) for client in servers]
+    assert [a.status_code for a in answers] == [500, 500]
+    assert _comparable(answers[0]) == _comparable(answers[1])
+    assert answers[0].json()["type"].endswith(":internal")
+    assert sum("a bug" in (r.exc_text or "") for r in caplog.records) >= 2  # logged by both
 
 
 def test_openapi_still_describes_the_route(servers: tuple[httpx.Client, httpx.Client]) -> None:
