@@ -244,6 +244,24 @@ def test_subscribe_catches_up_follows_and_resumes(client: httpx.Client) -> None:
     assert_problem(client.get("/v1/subscribe", headers={"Last-Event-ID": "x"}), 400, "bad-request")
 
 
+def test_subscribe_takes_the_filters_of_a_query(client: httpx.Client) -> None:
+    parent = client.post("/v1/events", json={"type": "task.started", "data": {"note": "build"}}).json()["event"]
+    child = {"type": "task.progress", "parent_id": parent["id"]}
+    client.post("/v1/events", json={**child, "data": {"note": "Compiling the parser"}})
+    client.post("/v1/events", json={**child, "data": {"note": "linking"}})
+    client.post("/v1/events", json={"type": "task.progress", "data": {"note": "compiling elsewhere"}})
+    params = {"parent_id": parent["id"], "text": "COMPILING", "since": parent["recorded_at"]}
+    with client.stream("GET", "/v1/subscribe", params=params) as response:
+        lines = response.iter_lines()
+        (first,) = read_sse(lines, 1)
+        assert json.loads(first["data"])["data"]["note"] == "Compiling the parser"
+        client.post("/v1/events", json={**child, "data": {"note": "nothing to see"}})
+        live = client.post("/v1/events", json={**child, "data": {"note": "compiling tests"}}).json()["event"]
+        (second,) = read_sse(lines, 1)
+        assert second["id"] == str(live["position"])
+    assert_problem(client.get("/v1/subscribe", params={"since": "2026-01-01T00:00:00"}), 422, "validation")
+
+
 def test_metrics_move(client: httpx.Client) -> None:
     def value(text: str, prefix: str) -> float:
         return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines() if line.startswith(prefix))

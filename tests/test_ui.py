@@ -213,6 +213,17 @@ def test_live_tail_shows_a_new_event(page: Page, site: Site) -> None:
     expect(page.locator("#events-table tbody tr")).to_have_count(2)
 
 
+def test_live_tail_applies_the_text_filter(page: Page, site: Site) -> None:
+    goto(page, site, "#/events?text=Needle-7")
+    page.get_by_label("Live tail").check()
+    expect(page.locator("#live-state")).to_have_text("● live", timeout=WAIT)
+    httpx.post(f"{site.base}/v1/events", json={"type": "ui.hay", "data": {"note": "no match", "needle-7": 1}})
+    found = httpx.post(f"{site.base}/v1/events", json={"type": "ui.hay", "data": {"note": "a NEEDLE-7 here"}})
+    row = page.locator(f"#events-table tbody tr[data-position='{found.json()['event']['position']}']")
+    expect(row).to_be_visible(timeout=1000)
+    expect(page.locator("#events-table tbody tr")).to_have_count(1)  # a key is not searched, as in the server
+
+
 def test_event_page_shows_json_and_links(page: Page, site: Site) -> None:
     call = first(site, "llm.call")
     goto(page, site, f"#/events/{call.id}")

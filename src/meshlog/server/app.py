@@ -804,8 +804,13 @@ def _router(state: ServerState, *, max_body_bytes: int, max_batch: int, sse_ping
         trace_id: str | None = None,
         task_id: str | None = None,
         agent_id: str | None = None,
+        parent_id: str | None = None,
+        since: datetime | None = None,
+        until: datetime | None = None,
+        text: str | None = None,
     ) -> Response:
-        """Server-Sent Events: matching events after ``after_position`` (or ``Last-Event-ID``), then live."""
+        """Server-Sent Events: matching events after ``after_position`` (or ``Last-Event-ID``), then live; the
+        filters are those of ``GET /v1/events``."""
         last_event_id = request.headers.get("last-event-id")
         if last_event_id is not None and last_event_id.strip():
             try:
@@ -818,7 +823,15 @@ def _router(state: ServerState, *, max_body_bytes: int, max_batch: int, sse_ping
         if position < 0:
             raise ValidationError("after_position must be >= 0", field="after_position", rule="min")
         flt = EventFilter(
-            types=tuple(type) if type else None, stream=stream, trace_id=trace_id, task_id=task_id, agent_id=agent_id
+            types=tuple(type) if type else None,
+            stream=stream,
+            trace_id=trace_id,
+            task_id=task_id,
+            agent_id=agent_id,
+            parent_id=parent_id,
+            since=since,
+            until=until,
+            text=text,
         )
         log = await state.authorize(request, "read")
         stopping = state.stopping or asyncio.Event()
