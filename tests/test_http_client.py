@@ -247,7 +247,7 @@ async def test_server_errors_become_meshlog_errors(log: AsyncEventLog, server: s
         await log.get("0190a5a0-0000-7000-8000-000000000000")
     with pytest.raises(NotFound):
         await log.lineage("0190a5a0-0000-7000-8000-000000000000")
-    assert await log.store.graph("default", "0190a5a0-0000-7000-8000-000000000000", max_depth=2) == []
+    assert await log.store.graph("default", "0190a5a0-0000-7000-8000-000000000000", max_depth=2, limit=5) == ([], False)
 
     async with httpx.AsyncClient(base_url=server) as http:
         answer = await http.get("/v1/events", params={"cursor": "not-a-cursor"})

@@ -394,6 +394,18 @@ def test_lineage_navigation(page: Page, site: Site) -> None:
     expect(page.locator("svg.lineage a.node.start")).to_have_attribute("data-id", call.id, timeout=WAIT)
 
 
+def test_a_wide_lineage_draws_the_nearest_events(page: Page, tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'wide.db'}"
+    with meshlog.connect(url) as log:
+        root = log.emit("fan.out")
+        log.emit_batch([meshlog.NewEvent(type="fan.step", data={"n": n}, parent_id=root.id) for n in range(250)])
+    with running_server(url) as base:
+        page.goto(f"{base}/#/lineage/{root.id}?depth=1")
+        expect(page.locator("svg.lineage a.node.start")).to_have_attribute("data-id", root.id, timeout=WAIT)
+        expect(page.locator("svg.lineage a.node")).to_have_count(200)
+        expect(page.get_by_text(re.compile("The 200 nearest events within 1 hop"))).to_be_visible()
+
+
 # -- instances ----------------------------------------------------------------------------------------------------
 def test_instances_page(page: Page, site: Site) -> None:
     goto(page, site, "#/instances")

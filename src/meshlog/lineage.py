@@ -12,7 +12,7 @@ from typing import Any, Final, Literal
 
 from meshlog.events import RecordedEvent
 
-__all__ = ["OUTCOME_TYPE", "Edge", "Graph", "GraphNode", "Lineage"]
+__all__ = ["DEFAULT_GRAPH_LIMIT", "MAX_GRAPH_LIMIT", "OUTCOME_TYPE", "Edge", "Graph", "GraphNode", "Lineage"]
 
 OUTCOME_TYPE: Final = "outcome.recorded"
 """The type of the events :meth:`EventLog.record_outcome` appends."""
@@ -39,6 +39,11 @@ class Lineage:
         }
 
 
+DEFAULT_GRAPH_LIMIT: Final = 1000
+"""How many events a graph holds unless asked for another number (the nearest first)."""
+MAX_GRAPH_LIMIT: Final = 10_000
+
+
 @dataclass(frozen=True, slots=True)
 class GraphNode:
     event: RecordedEvent
@@ -63,9 +68,11 @@ class Graph:
     start: str
     nodes: list[GraphNode]
     edges: list[Edge]
+    truncated: bool = False
+    """More events were within reach than the limit let in (the nearest were kept)."""
 
     @classmethod
-    def build(cls, start: str, found: list[tuple[RecordedEvent, int]]) -> Graph:
+    def build(cls, start: str, found: list[tuple[RecordedEvent, int]], *, truncated: bool = False) -> Graph:
         nodes = [GraphNode(event, distance) for event, distance in found]
         ids = {node.event.id for node in nodes}
         edges = []
@@ -75,11 +82,12 @@ class Graph:
                 assert e.parent_id is not None
                 edges.append(Edge(e.id, e.parent_id, "parent"))
             edges.extend(Edge(e.id, target, "related") for target in e.related if target in ids)
-        return cls(start, nodes, edges)
+        return cls(start, nodes, edges, truncated)
 
     def to_dict(self) -> dict[str, Any]:
         return {
             "start": self.start,
             "nodes": [{"distance": n.distance, "event": n.event.to_dict()} for n in self.nodes],
             "edges": [{"source": e.source, "target": e.target, "kind": e.kind} for e in self.edges],
+            "truncated": self.truncated,
         }

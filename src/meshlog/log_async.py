@@ -17,7 +17,7 @@ from meshlog._validation import DEFAULT_MAX_EVENT_BYTES, check_tenant, prepare_r
 from meshlog.errors import MeshlogError, NotFound, ValidationError
 from meshlog.events import ANY, ExpectedVersion, NewEvent, RecordedEvent, StreamInfo
 from meshlog.instances_async import AsyncInstances
-from meshlog.lineage import OUTCOME_TYPE, Graph, Lineage
+from meshlog.lineage import DEFAULT_GRAPH_LIMIT, MAX_GRAPH_LIMIT, OUTCOME_TYPE, Graph, Lineage
 from meshlog.narrative import render_narrative
 from meshlog.projections import Projection, Replay, SnapshotProjection, supports_snapshots
 from meshlog.query import EventFilter, Order, Page, check_limit, check_order, make_page, resolve_page_request
@@ -272,18 +272,21 @@ class AsyncEventLog:
             raise NotFound(f"no event {event_id}")
         return Lineage(event, self._up(found[0]), self._up(found[1]))
 
-    async def graph(self, event_id: str, *, max_depth: int = 3) -> Graph:
+    async def graph(self, event_id: str, *, max_depth: int = 3, limit: int = DEFAULT_GRAPH_LIMIT) -> Graph:
         """The events within ``max_depth`` hops of the event through parent and related links, in both
-        directions, with the links between them. Raises ``NotFound``."""
+        directions, with the links between them: the ``limit`` nearest (1 to 10,000; by distance, then position),
+        ``truncated`` when there were more. Raises ``NotFound``."""
         if isinstance(max_depth, bool) or not isinstance(max_depth, int) or not 0 <= max_depth <= 50:
             raise ValidationError("max_depth must be an integer from 0 to 50", field="max_depth", rule="range")
+        if isinstance(limit, bool) or not isinstance(limit, int) or not 1 <= limit <= MAX_GRAPH_LIMIT:
+            raise ValidationError(f"limit must be an integer from 1 to {MAX_GRAPH_LIMIT}", field="limit", rule="range")
         canonical = _event_id(event_id)
-        found = await self.store.graph(self.tenant, canonical, max_depth=max_depth)
+        found, truncated = await self.store.graph(self.tenant, canonical, max_depth=max_depth, limit=limit)
         if not found:
             raise NotFound(f"no event {event_id}")
         if self.types.has_upcasters:
             found = [(self.types.upcast(e), distance) for e, distance in found]
-        return Graph.build(canonical, found)
+        return Graph.build(canonical, found, truncated=truncated)
 
     async def query(
         self,

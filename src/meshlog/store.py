@@ -143,12 +143,14 @@ class Store(Protocol):
         following ``parent_id`` within the tenant; None when the tenant has no such event."""
         ...
 
-    def graph(self, tenant: str, event_id: str, *, max_depth: int) -> list[tuple[RecordedEvent, int]]:
+    def graph(
+        self, tenant: str, event_id: str, *, max_depth: int, limit: int
+    ) -> tuple[list[tuple[RecordedEvent, int]], bool]:
         """The tenant's events reachable from ``event_id`` within ``max_depth`` hops, each with its distance.
 
         A hop follows a parent link or a ``related`` link, in either direction. Every event appears once, at its
-        shortest distance (the start at 0); cycles are harmless. Ordered by distance, then position. Empty when the
-        tenant has no such event.
+        shortest distance (the start at 0); cycles are harmless. Ordered by distance, then position; the first
+        ``limit`` of them, and whether there were more. Empty when the tenant has no such event.
         """
         ...
 

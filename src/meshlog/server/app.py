@@ -34,6 +34,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 import meshlog
 from meshlog.errors import MeshlogError, StoreError, StoreUnavailable, ValidationError
 from meshlog.events import NewEvent, RecordedEvent
+from meshlog.lineage import DEFAULT_GRAPH_LIMIT
 from meshlog.log_async import AsyncEventLog
 from meshlog.query import EventFilter
 from meshlog.server.auth import Authenticator
@@ -698,10 +699,13 @@ def _router(state: ServerState, *, max_body_bytes: int, max_batch: int, sse_ping
         return (await log.lineage(event_id)).to_dict()
 
     @router.get("/v1/events/{event_id}/graph", tags=["reading"])
-    async def get_graph(request: Request, event_id: str, max_depth: int = 3) -> dict[str, Any]:
-        """The events within ``max_depth`` parent/related hops, with their links."""
+    async def get_graph(
+        request: Request, event_id: str, max_depth: int = 3, limit: int = DEFAULT_GRAPH_LIMIT
+    ) -> dict[str, Any]:
+        """The events within ``max_depth`` parent/related hops, with their links: the ``limit`` nearest
+        (``truncated`` when there were more)."""
         log = await state.authorize(request, "read")
-        return (await log.graph(event_id, max_depth=max_depth)).to_dict()
+        return (await log.graph(event_id, max_depth=max_depth, limit=limit)).to_dict()
 
     @router.get("/v1/streams", tags=["streams"])
     async def list_streams(

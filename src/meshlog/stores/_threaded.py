@@ -103,8 +103,10 @@ class AsyncThreadedStore:
     async def lineage(self, tenant: str, event_id: str) -> tuple[list[RecordedEvent], list[RecordedEvent]] | None:
         return await self._call(self.sync_store.lineage, tenant, event_id)
 
-    async def graph(self, tenant: str, event_id: str, *, max_depth: int) -> list[tuple[RecordedEvent, int]]:
-        return await self._call(self.sync_store.graph, tenant, event_id, max_depth=max_depth)
+    async def graph(
+        self, tenant: str, event_id: str, *, max_depth: int, limit: int
+    ) -> tuple[list[tuple[RecordedEvent, int]], bool]:
+        return await self._call(self.sync_store.graph, tenant, event_id, max_depth=max_depth, limit=limit)
 
     async def save_snapshot(
         self, tenant: str, stream: str, projection: str, projection_version: int, stream_version: int, state: str

@@ -457,14 +457,18 @@ class AsyncHttpStore:
         ancestors = [_decode(self.url, e) for e in payload["ancestors"]]
         return ancestors, [_decode(self.url, e) for e in payload["descendants"]]
 
-    async def graph(self, tenant: str, event_id: str, *, max_depth: int) -> list[tuple[RecordedEvent, int]]:
+    async def graph(
+        self, tenant: str, event_id: str, *, max_depth: int, limit: int
+    ) -> tuple[list[tuple[RecordedEvent, int]], bool]:
         path = f"/v1/events/{_segment(event_id)}/graph"
-        response = await self._request("GET", path, params=[("max_depth", str(max_depth))])
+        response = await self._request("GET", path, params=[("max_depth", str(max_depth)), ("limit", str(limit))])
         if response.status_code == 404:
-            return []
+            return [], False
         if response.status_code != 200:
             raise error_from_response(response)
-        return [(_decode(self.url, n["event"]), _int(self.url, n["distance"])) for n in _json(response)["nodes"]]
+        payload = _json(response)
+        nodes = [(_decode(self.url, n["event"]), _int(self.url, n["distance"])) for n in payload["nodes"]]
+        return nodes, payload.get("truncated") is True
 
     async def save_snapshot(
         self, tenant: str, stream: str, projection: str, projection_version: int, stream_version: int, state: str

@@ -280,11 +280,13 @@ class MemoryStore:
             descendants.sort(key=lambda r: r.event.position)
             return ancestors[::-1], [r.load() for r in descendants]
 
-    def graph(self, tenant: str, event_id: str, *, max_depth: int) -> list[tuple[RecordedEvent, int]]:
+    def graph(
+        self, tenant: str, event_id: str, *, max_depth: int, limit: int
+    ) -> tuple[list[tuple[RecordedEvent, int]], bool]:
         with self._lock:
             start = self._row(tenant, event_id)
             if start is None:
-                return []
+                return [], False
             distance = {start.event.id: 0}
             found = [start]
             frontier = [start]
@@ -303,7 +305,7 @@ class MemoryStore:
                 found.extend(step)
                 frontier = step
             found.sort(key=lambda r: (distance[r.event.id], r.event.position))
-            return [(r.load(), distance[r.event.id]) for r in found]
+            return [(r.load(), distance[r.event.id]) for r in found[:limit]], len(found) > limit
 
     def save_snapshot(
         self, tenant: str, stream: str, projection: str, projection_version: int, stream_version: int, state: str

@@ -120,7 +120,7 @@ _GRAPH: Final = (
     " FROM (SELECT id, min(dist) AS distance FROM walk GROUP BY id) AS d"
     " JOIN {events} AS events ON events.id = d.id AND events.tenant = %(t)s"
     " WHERE EXISTS (SELECT 1 FROM {events} AS s WHERE s.id = %(id)s::uuid AND s.tenant = %(t)s)"
-    " ORDER BY d.distance, events.position"
+    " ORDER BY d.distance, events.position LIMIT %(n)s"
 )
 # One pass over the window (monthly partitions pruned, the BRIN index on recorded_at): the timeline and the
 # (type, agent) counts as two grouping sets; GROUPING tells them apart (an agent_id may itself be NULL). The bucket
@@ -827,10 +827,12 @@ class AsyncPostgresStore:
         descendants = await self._fetch(tenant, sql.SQL(_DESCENDANTS).format(events=self._events), params)
         return [_event(r) for r in ancestors], [_event(r) for r in descendants]
 
-    async def graph(self, tenant: str, event_id: str, *, max_depth: int) -> list[tuple[RecordedEvent, int]]:
-        params = {"id": event_id, "t": tenant, "d": max_depth}
+    async def graph(
+        self, tenant: str, event_id: str, *, max_depth: int, limit: int
+    ) -> tuple[list[tuple[RecordedEvent, int]], bool]:
+        params = {"id": event_id, "t": tenant, "d": max_depth, "n": limit + 1}
         rows = await self._fetch(tenant, sql.SQL(_GRAPH).format(events=self._events), params)
-        return [(_event(r), int(r[-1])) for r in rows]
+        return [(_event(r), int(r[-1])) for r in rows[:limit]], len(rows) > limit
 
     async def save_snapshot(
         self, tenant: str, stream: str, projection: str, projection_version: int, stream_version: int, state: str

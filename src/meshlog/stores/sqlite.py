@@ -144,7 +144,7 @@ WITH RECURSIVE walk(id, dist) AS (
 )
 SELECT {_PREFIXED_COLUMNS}, min(walk.dist) AS distance FROM walk JOIN events ON events.id = walk.id
  WHERE events.tenant = ? AND EXISTS (SELECT 1 FROM events AS s WHERE s.id = ? AND s.tenant = ?)
- GROUP BY events.position ORDER BY distance, events.position
+ GROUP BY events.position ORDER BY distance, events.position LIMIT ?
 """
 
 
@@ -584,7 +584,9 @@ class SqliteStore:
         descendants = self._fetch(_DESCENDANTS, (event_id, tenant, event_id, tenant))
         return [_event(r) for r in ancestors], [_event(r) for r in descendants]
 
-    def graph(self, tenant: str, event_id: str, *, max_depth: int) -> list[tuple[RecordedEvent, int]]:
+    def graph(
+        self, tenant: str, event_id: str, *, max_depth: int, limit: int
+    ) -> tuple[list[tuple[RecordedEvent, int]], bool]:
         rows = self._fetch(
             _GRAPH,
             (
@@ -600,9 +602,10 @@ class SqliteStore:
                 tenant,
                 event_id,
                 tenant,
+                limit + 1,
             ),
         )
-        return [(_event(r[:-1]), int(r[-1])) for r in rows]
+        return [(_event(r[:-1]), int(r[-1])) for r in rows[:limit]], len(rows) > limit
 
     def save_snapshot(
         self, tenant: str, stream: str, projection: str, projection_version: int, stream_version: int, state: str

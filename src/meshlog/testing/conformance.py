@@ -852,6 +852,23 @@ class LineageConformance:
         assert [n.distance for n in everything.nodes] == sorted(n.distance for n in everything.nodes)
         assert [n.event.id for n in log.graph(a.id, max_depth=0).nodes] == [a.id]
 
+    def test_graph_keeps_the_nearest_events_up_to_its_limit(self, log: EventLog) -> None:
+        root = log.emit("run.started")
+        children = log.emit_batch([NewEvent(type="step", data={"n": n}, parent_id=root.id) for n in range(5)])
+        grandchild = log.emit("step.detail", parent_id=children[0].id)
+        whole = log.graph(root.id, max_depth=2)
+        assert len(whole.nodes) == 7 and not whole.truncated
+        assert whole.to_dict()["truncated"] is False
+        cut = log.graph(root.id, max_depth=2, limit=4)
+        assert [n.event.id for n in cut.nodes] == [root.id, *(c.id for c in children[:3])]
+        assert cut.truncated and cut.to_dict()["truncated"] is True
+        assert {(e.source, e.target) for e in cut.edges} == {(c.id, root.id) for c in children[:3]}
+        exact = log.graph(root.id, max_depth=2, limit=7)
+        assert exact.nodes[-1].event.id == grandchild.id and not exact.truncated
+        for bad in (0, 10_001, True, "5"):
+            with pytest.raises(ValidationError):
+                log.graph(root.id, limit=bad)  # type: ignore[arg-type]
+
     def test_graph_does_not_bridge_through_unrecorded_ids(self, log: EventLog) -> None:
         outside = str(uuid.uuid4())
         first = log.emit("x", parent_id=outside, external_parent=True)

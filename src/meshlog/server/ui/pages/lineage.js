@@ -10,11 +10,13 @@ const NODE_H = 50;
 const GAP_X = 18;
 const GAP_Y = 54;
 const PAD = 12;
+/** The most events drawn: a wider graph keeps the nearest (the server says it was cut). */
+const MAX_NODES = 200;
 const DEPTHS = [1, 2, 3, 4];
 
 export async function render({ main, args, params, signal }) {
   const depth = DEPTHS.includes(Number(params.get("depth"))) ? Number(params.get("depth")) : 2;
-  const graph = await get(`v1/events/${enc(args.id)}/graph`, { max_depth: depth }, { signal });
+  const graph = await get(`v1/events/${enc(args.id)}/graph`, { max_depth: depth, limit: MAX_NODES }, { signal });
   const byId = new Map(graph.nodes.map((n) => [n.event.id, n.event]));
   const start = byId.get(graph.start);
   const layers = layout(graph);
@@ -35,7 +37,12 @@ export async function render({ main, args, params, signal }) {
 
   replace(
     main,
-    heading(`Lineage of ${start.type}`, `${graph.nodes.length} events within ${depth} hop${depth > 1 ? "s" : ""}; causes above, effects below. Select an event to centre on it.`),
+    heading(
+      `Lineage of ${start.type}`,
+      graph.truncated
+        ? `The ${graph.nodes.length} nearest events within ${depth} hop${depth > 1 ? "s" : ""} (there are more: see the event's children in the events list); causes above, effects below. Select an event to centre on it.`
+        : `${graph.nodes.length} events within ${depth} hop${depth > 1 ? "s" : ""}; causes above, effects below. Select an event to centre on it.`,
+    ),
     h("div", { class: "toolbar" }, depthNav, link(`/events/${enc(start.id)}`, {}, "Open the event")),
     h("div", { class: "card graph-wrap", id: "graph" }, drawing(graph, byId, layers)),
     h(
