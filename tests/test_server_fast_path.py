@@ -131,6 +131,28 @@ def test_an_unexpected_error_is_answered_as_the_route_does(
     assert sum("a bug" in (r.exc_text or "") for r in caplog.records) >= 2  # logged by both
 
 
+def test_middleware_added_to_the_app_sees_every_request(tmp_path: Path) -> None:
+    app = create_app(f"sqlite:///{tmp_path / 'events.db'}")
+
+    class Gateway:
+        def __init__(self, app: Any) -> None:
+            self.app = app
+
+        async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+            async def stamped(message: Any) -> None:
+                if message["type"] == "http.response.start":
+                    message["headers"] = [*message.get("headers", []), (b"x-gateway", b"seen")]
+                await send(message)
+
+            await self.app(scope, receive, stamped)
+
+    app.add_middleware(Gateway)
+    with running_app(app) as base, httpx.Client(base_url=base, timeout=10) as client:
+        written = client.post("/v1/events", json={"type": "x"})
+        assert written.status_code == 201 and written.headers["x-gateway"] == "seen"
+        assert client.get("/v1/events").headers["x-gateway"] == "seen"
+
+
 def test_openapi_still_describes_the_route(servers: tuple[httpx.Client, httpx.Client]) -> None:
     fast, routed = servers
     documents = [client.get("/openapi.json").json() for client in (fast, routed)]

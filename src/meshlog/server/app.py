@@ -366,15 +366,15 @@ class _EventsFastPath:
             self._latency.observe(time.perf_counter() - started)
 
 
-def _is_events(scope: Scope) -> bool:
-    return _route_path(scope) == EVENTS_PATH
-
-
 class MeshlogApp(FastAPI):
     """The FastAPI app :func:`create_app` builds: ``POST /v1/events`` goes to :attr:`events_fast_path` (unless it
-    is None) before FastAPI sees the request; everything else is FastAPI's."""
+    is None) before FastAPI sees the request; everything else is FastAPI's. Middleware added to the app after
+    :func:`create_app` (CORS, compression, a gateway's) turns the fast path off, so that it applies to every
+    request."""
 
     events_fast_path: Callable[[Scope, Receive, Send], Awaitable[None]] | None = None
+    own_middleware = 0
+    """How many of ``user_middleware`` :func:`create_app` added itself."""
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         fast = self.events_fast_path
@@ -383,6 +383,7 @@ class MeshlogApp(FastAPI):
             and scope["type"] == "http"
             and scope["method"] == "POST"
             and _route_path(scope) == EVENTS_PATH
+            and len(self.user_middleware) == self.own_middleware
         ):
             await fast(scope, receive, send)
             return
@@ -491,6 +492,7 @@ def create_app(
     if dapr is not None and dapr is not False:
         _include_dapr(app, state, dapr)
     app.openapi = _openapi(app)  # type: ignore[method-assign]
+    app.own_middleware = len(app.user_middleware)
     return app
 
 

@@ -469,7 +469,8 @@ class HttpStore:
             raise error_from_response(response)
         payload = _json(response)
         nodes = [(_decode(self.url, n["event"]), _int(self.url, n["distance"])) for n in payload["nodes"]]
-        return nodes, payload.get("truncated") is True
+        # A server that does not know the limit answers with every event within reach.
+        return nodes[:limit], payload.get("truncated") is True or len(nodes) > limit
 
     def save_snapshot(
         self, tenant: str, stream: str, projection: str, projection_version: int, stream_version: int, state: str

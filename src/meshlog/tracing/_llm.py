@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import os
 import threading
 import time
 import weakref
@@ -50,7 +51,16 @@ __all__ = [
 ]
 
 logger = logging.getLogger("meshlog.tracing")
-_IDS: Final = threading.Lock()
+_BUILDING = threading.RLock()
+"""Held while a call's request summary or ids are made, which happens once per call, normally on the writer thread."""
+
+
+def _new_lock_after_fork() -> None:
+    global _BUILDING
+    _BUILDING = threading.RLock()
+
+
+os.register_at_fork(after_in_child=_new_lock_after_fork)
 
 _open_streams: Final[set[StreamObserver]] = set()
 _open_lock: Final = threading.Lock()
@@ -163,21 +173,30 @@ class CallRecord:
             return None
 
     def request(self) -> LlmRequest:
-        """The request, summarized (and its full payloads redacted) once, on the writer thread."""
+        """The request, summarized (and its full payloads redacted) once, on the writer thread (or the thread
+        that spools the queue at exit while the writer thread still runs: hence the lock)."""
+        with _BUILDING:
+            request = self._request
+            if request is None:
+                request = self.build(self.kwargs)
+                if self.full:
+                    request.system = redacted("system", request.system)
+                    request.prompt = redacted("prompt", request.prompt)
+                self._request = request
+                self.kwargs = {}  # read: do not keep the prompt alive as long as a stream is open
+            return request
+
+    def forget_prompt(self) -> None:
+        """Once ``llm.call`` is built, its answer needs only the model: drop the texts (a stream's record lives as
+        long as the stream)."""
         request = self._request
-        if request is None:
-            request = self.build(self.kwargs)
-            if self.full:
-                request.system = redacted("system", request.system)
-                request.prompt = redacted("prompt", request.prompt)
-            self._request = request
-            self.kwargs = {}  # read: do not keep the prompt alive as long as a stream is open
-        return request
+        if request is not None:
+            request.system = request.prompt = None
 
     def call_id(self) -> str:
         """The id of ``llm.call``, made when the first of the call's events is built (on the writer thread, or on
         the thread that spools the queue at exit: hence the lock), the same for all of them."""
-        with _IDS:
+        with _BUILDING:
             if self.id is None:
                 self.id = uuid7()
             return self.id
@@ -228,6 +247,7 @@ class CallEvent(PendingEvent):
         except Exception:
             record.broken = True
             raise
+        record.forget_prompt()
         ctx = record.ctx
         return new_event(
             "llm.call",

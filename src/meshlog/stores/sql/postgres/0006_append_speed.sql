@@ -68,10 +68,10 @@ BEGIN
         IF known > 0 THEN
             IF known <> n THEN
                 SELECT i.key, i.event_id INTO bad
-                  FROM jsonb_array_elements(evs) AS x(e)
+                  FROM jsonb_array_elements(evs) WITH ORDINALITY AS x(e, n)
                   CROSS JOIN LATERAL (SELECT i.key, i.event_id FROM __SCHEMA__.idempotency_keys AS i
                                        WHERE i.tenant = tn AND i.key = x.e ->> 'k' OFFSET 0) AS i
-                 LIMIT 1;
+                 ORDER BY x.n LIMIT 1;
                 RETURN jsonb_build_object('err', 'idempotency_conflict', 'key', bad.key, 'id', bad.event_id,
                                           'reason', 'request (only some of its keys are recorded)');
             END IF;
@@ -81,14 +81,14 @@ BEGIN
                         WHEN ev.stream <> x.e ->> 's' THEN 'stream'
                         ELSE 'data' END AS reason
               INTO bad
-              FROM jsonb_array_elements(evs) AS x(e)
+              FROM jsonb_array_elements(evs) WITH ORDINALITY AS x(e, n)
               CROSS JOIN LATERAL (SELECT ev.* FROM __SCHEMA__.idempotency_keys AS i
                                     JOIN __SCHEMA__.events AS ev
                                       ON ev.position = i.position AND ev.recorded_at = i.recorded_at
                                    WHERE i.tenant = tn AND i.key = x.e ->> 'k' OFFSET 0) AS ev
              WHERE ev.type <> x.e ->> 't' OR ev.version <> (x.e ->> 'v')::integer
                 OR ev.stream <> x.e ->> 's' OR ev.data <> x.e -> 'd'
-             LIMIT 1;
+             ORDER BY x.n LIMIT 1;
             IF FOUND THEN
                 RETURN jsonb_build_object('err', 'idempotency_conflict', 'key', bad.key, 'id', bad.id,
                                           'reason', bad.reason);
