@@ -175,6 +175,11 @@ class EventLog:
             id=id,
             external_parent=external_parent,
         )
+        return self.append(event, expected_version=expected_version)
+
+    def append(self, event: NewEvent, *, expected_version: ExpectedVersion = ANY) -> RecordedEvent:
+        """Append one event already made as a :class:`~meshlog.events.NewEvent`: :meth:`emit` without its keyword
+        arguments (for code that receives events, such as the server and the ingesters)."""
         (recorded,) = self._append([event], expected_version, single=True)
         return recorded
 

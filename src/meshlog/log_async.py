@@ -174,6 +174,11 @@ class AsyncEventLog:
             id=id,
             external_parent=external_parent,
         )
+        return await self.append(event, expected_version=expected_version)
+
+    async def append(self, event: NewEvent, *, expected_version: ExpectedVersion = ANY) -> RecordedEvent:
+        """Append one event already made as a :class:`~meshlog.events.NewEvent`: :meth:`emit` without its keyword
+        arguments (for code that receives events, such as the server and the ingesters)."""
         (recorded,) = await self._append([event], expected_version, single=True)
         return recorded
 

@@ -601,24 +601,7 @@ async def _append(log: AsyncEventLog, decoded: DecodedMessage) -> list[RecordedE
     if decoded.kind == "batch":
         return await log.emit_batch(decoded.events, expected_version=decoded.expected_version)
     (event,) = decoded.events
-    recorded = await log.emit(
-        event.type,
-        event.data,
-        stream=event.stream,
-        expected_version=decoded.expected_version,
-        trace_id=event.trace_id,
-        task_id=event.task_id,
-        agent_id=event.agent_id,
-        parent_id=event.parent_id,
-        related=event.related,
-        metadata=event.metadata,
-        idempotency_key=event.idempotency_key,
-        version=event.version,
-        occurred_at=event.occurred_at,
-        id=event.id,
-        external_parent=event.external_parent,
-    )
-    return [recorded]
+    return [await log.append(event, expected_version=decoded.expected_version)]
 
 
 def _describe(msg: Msg) -> str:

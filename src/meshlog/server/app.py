@@ -285,24 +285,7 @@ async def append_events(state: ServerState, request: Request, *, max_body_bytes:
             state.count_written(appended.type)
         return {"events": _events(recorded)}
     single = parse_model(SingleEventIn, body)
-    event = _new_event(single, "")
-    one = await log.emit(
-        event.type,
-        event.data,
-        stream=event.stream,
-        expected_version=_expected(single.expected_version),
-        trace_id=event.trace_id,
-        task_id=event.task_id,
-        agent_id=event.agent_id,
-        parent_id=event.parent_id,
-        related=event.related,
-        metadata=event.metadata,
-        idempotency_key=event.idempotency_key,
-        version=event.version,
-        occurred_at=event.occurred_at,
-        id=event.id,
-        external_parent=event.external_parent,
-    )
+    one = await log.append(_new_event(single, ""), expected_version=_expected(single.expected_version))
     state.count_written(one.type)
     return {"event": one.to_dict()}
 
